@@ -1,0 +1,110 @@
+/* internal.h - runtime state of an open VHD and helpers shared inside vhd/. */
+#ifndef VHD_INTERNAL_H
+#define VHD_INTERNAL_H
+
+#include <stdarg.h>
+#include <sys/types.h>
+
+#include "format.h"
+#include "vhd.h"
+
+/* Bitmaps of allocated blocks are cached in a small direct-mapped table so
+ * that memory does not grow with disk size (2 TiB disk: BAT 4 MiB + this). */
+#define VHD_BITMAP_CACHE_SLOTS 64
+
+struct bitmap_slot {
+	uint32_t block;  /* VHD_BAT_UNUSED = empty slot */
+	uint8_t *bits;   /* bitmap_size bytes */
+};
+
+struct vhd_image {
+	char *path;
+	int fd;
+	bool writable;
+	bool locked;
+	dev_t dev;
+	ino_t ino;
+	uint64_t file_size;
+	uint64_t footer_pos;        /* where the trailing footer lives */
+	struct vhd_footer footer;
+	bool footer_checksum_ok;
+	bool used_head_footer;
+	uint64_t virtual_size;
+	const char *size_source;
+
+	/* dynamic and differencing only */
+	struct vhd_dynhdr hdr;
+	uint32_t *bat;              /* host order, hdr.max_table_entries */
+	uint32_t nr_blocks;         /* blocks the virtual size needs */
+	uint32_t block_size;
+	uint32_t sectors_per_block;
+	uint32_t bitmap_size;       /* bytes on disk, whole sectors */
+	uint64_t data_end;          /* end of the last structure or block */
+	uint32_t nr_allocated;      /* BAT entries in use */
+	uint64_t leaked_bytes;      /* unused whole pages between structures */
+	struct bitmap_slot cache[VHD_BITMAP_CACHE_SLOTS];
+
+	struct vhd_image *parent;   /* differencing: the next image down */
+	const struct vhd_image *child; /* the image above (not owned) */
+	unsigned depth;             /* 0 = leaf */
+};
+
+/* Collects problems found while parsing.  open stops at the first error and
+ * returns its sentence; check keeps all of them. */
+struct vhd_diag {
+	const char *file;
+	struct vhd_check_report *report; /* check mode when set */
+	struct vhd_err *err;             /* first error (open mode) */
+	const struct vhd_open_opts *opts;
+	unsigned errors;
+};
+
+__attribute__((format(printf, 4, 5)))
+void diag_report(struct vhd_diag *d, enum vhd_severity sev, const char *field,
+		 const char *fmt, ...);
+__attribute__((format(printf, 2, 3)))
+void vhd_err_set(struct vhd_err *err, const char *fmt, ...);
+
+/* Parses and validates footer, header, BAT and locators of one file (no
+ * parent).  In check mode it keeps going after errors as long as it can;
+ * returns -EINVAL when d->errors grew, a negative errno on I/O failure. */
+int image_load(struct vhd_image *img, struct vhd_diag *d);
+/* Finds and opens the parent of a differencing image into img->parent. */
+int image_open_parent(struct vhd_image *img, const struct vhd_open_opts *opts,
+		      struct vhd_diag *d);
+void image_free(struct vhd_image *img);
+
+/* Candidate parent paths from the locators and the unicode name, best first.
+ * Returns how many were stored (each malloc'd, caller frees). */
+size_t locator_candidates(const struct vhd_image *img, char **out, size_t max);
+/* Encodes a parent path for each platform we write. */
+int locator_encode_path(uint32_t code, const char *child_path,
+			const char *parent_path, uint8_t *buf, size_t size);
+
+/* Bitmap of an allocated block (cached).  Returns a pointer valid until the
+ * next call on this image. */
+int bitmap_get(struct vhd_image *img, uint32_t block, uint8_t **bits);
+void bitmap_cache_drop(struct vhd_image *img);
+
+int pread_full(int fd, void *buf, size_t len, uint64_t off);
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+static inline uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static inline uint64_t block_file_offset(const struct vhd_image *img, uint32_t block)
+{
+	return (uint64_t)img->bat[block] * VHD_SECTOR_SIZE;
+}
+
+/* Where a new block's bitmap goes so its data is 4 KiB aligned and it sits
+ * after everything the file holds (metadata, locators, batmaps, blocks and
+ * the trailing footer). */
+uint64_t next_block_offset(const struct vhd_image *img);
+
+void vhd_random_uuid(uint8_t uuid[16]);
+uint32_t vhd_now(void);
+
+#endif

@@ -1,0 +1,248 @@
+/* vhd.h - the VHD image library: fixed, dynamic and differencing VHDs.
+ *
+ * vhd/ knows bytes on disk, nothing about I/O scheduling.  It parses and
+ * writes footers, headers, BATs, bitmaps and parent locators, resolves
+ * differencing chains, and answers two questions for whoever moves data:
+ *
+ *   vhd_map()            where does virtual range X live (one extent at a time:
+ *                        data at (fd, file offset), zeros, or "in the parent");
+ *   vhd_write_prepare()  make range X writable: returns where the data goes and
+ *                        what metadata must be published after the data is
+ *                        durable (vhd_write_commit()).
+ *
+ * vhd_pread()/vhd_pwrite()/vhd_flush() are the simple synchronous path built on
+ * those two, for tools.  The io_uring engine in blockvsp/ uses the same calls.
+ *
+ * Errors: functions return 0 or a negative errno.  Functions that parse (open,
+ * create, check) also fill a caller-supplied struct vhd_err with a sentence that
+ * names the file, the field and the value.
+ *
+ * Threading: an image handle is not internally locked.  Callers serialise
+ * vhd_map/vhd_write_prepare/vhd_write_commit on one image (the engine does its
+ * metadata work on one thread; data I/O to returned extents may run anywhere).
+ */
+#ifndef VHD_VHD_H
+#define VHD_VHD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VHD_SECTOR_SIZE 512u
+#define VHD_FOOTER_SIZE 512u
+#define VHD_DYNHDR_SIZE 1024u
+/* 0xFF000000 sectors: BAT entries are 32-bit sector numbers, so block data
+ * cannot live beyond 2 TiB in the file; 2040 GiB leaves room for metadata.
+ * Same limit as Hyper-V and qemu. */
+#define VHD_MAX_SIZE (2040ull << 30)
+#define VHD_DEFAULT_BLOCK_SIZE (2u << 20)
+#define VHD_MIN_BLOCK_SIZE (512u)
+#define VHD_MAX_BLOCK_SIZE (256u << 20)
+/* Deeper chains are refused: Hyper-V itself caps checkpoints at 50. */
+#define VHD_MAX_CHAIN_DEPTH 128
+#define VHD_ERR_LEN 1024
+
+enum vhd_type {
+	VHD_TYPE_NONE = 0,
+	VHD_TYPE_FIXED = 2,
+	VHD_TYPE_DYNAMIC = 3,
+	VHD_TYPE_DIFF = 4,
+};
+
+struct vhd_err {
+	char msg[VHD_ERR_LEN];
+};
+
+struct vhd_image;
+
+/* ---- opening ---------------------------------------------------------- */
+
+enum vhd_open_flags {
+	VHD_OPEN_RDWR = 1u << 0,     /* leaf writable; parents are always read-only */
+	VHD_OPEN_NO_LOCK = 1u << 1,  /* do not take the flock (like qemu -U)       */
+	VHD_OPEN_NO_PARENT = 1u << 2, /* do not resolve the parent of a diff disk:
+				       * reads of parent ranges fail with -ENOLINK */
+	VHD_OPEN_DIRECT = 1u << 3,   /* O_DIRECT on every file of the chain        */
+};
+
+struct vhd_open_opts {
+	unsigned flags;            /* enum vhd_open_flags */
+	/* If set, parents are only looked up under this directory (after
+	 * realpath); a locator pointing elsewhere is ignored. */
+	const char *parent_dir;
+	/* Warnings (e.g. "tail footer bad, used the copy at offset 0") go here
+	 * when set; otherwise they are dropped. */
+	void (*warn)(void *ctx, const char *msg);
+	void *warn_ctx;
+};
+
+int vhd_open(const char *path, const struct vhd_open_opts *opts,
+	     struct vhd_image **out, struct vhd_err *err);
+/* Flushes a writable image, releases the lock, frees the chain. */
+int vhd_close(struct vhd_image *img);
+
+/* ---- creating --------------------------------------------------------- */
+
+struct vhd_create_opts {
+	enum vhd_type type;
+	uint64_t size;           /* bytes; ignored for differencing (parent's size) */
+	uint32_t block_size;     /* 0 = default (2 MiB, or the parent's) */
+	const char *parent;      /* differencing: path of the parent */
+	bool overwrite;          /* replace an existing file */
+	bool preallocate;        /* fixed: allocate the data blocks (dense file) */
+};
+
+/* Rounds size up to a whole sector.  The file appears atomically (written
+ * beside it, fsynced, renamed, directory fsynced). */
+int vhd_create(const char *path, const struct vhd_create_opts *opts,
+	       struct vhd_err *err);
+
+/* ---- describing ------------------------------------------------------- */
+
+struct vhd_geometry {
+	uint16_t cylinders;
+	uint8_t heads;
+	uint8_t sectors;
+};
+
+struct vhd_info {
+	enum vhd_type type;
+	uint64_t virtual_size;     /* the size we expose (see size_source) */
+	uint64_t current_size;     /* footer current size */
+	uint64_t original_size;
+	struct vhd_geometry geometry;
+	uint64_t chs_size;         /* C*H*S*512 */
+	const char *size_source;   /* "current-size" or "chs" */
+	char creator_app[5];       /* printable, NUL-terminated */
+	uint32_t creator_version;
+	char creator_os[5];
+	uint32_t timestamp;        /* seconds since 2000-01-01 UTC */
+	uint8_t uuid[16];
+	bool saved_state;
+	uint32_t block_size;       /* 0 for fixed */
+	uint32_t max_table_entries;
+	uint64_t table_offset;
+	uint32_t allocated_blocks;
+	uint64_t file_size;
+	uint8_t parent_uuid[16];   /* differencing */
+	char parent_name[1024];    /* differencing: UTF-8 of the unicode name */
+	bool footer_checksum_ok;
+	bool used_head_footer;     /* the tail footer was bad */
+};
+
+void vhd_get_info(const struct vhd_image *img, struct vhd_info *info);
+const char *vhd_path(const struct vhd_image *img);
+uint64_t vhd_virtual_size(const struct vhd_image *img);
+bool vhd_is_writable(const struct vhd_image *img);
+/* The parent image of a differencing disk (NULL for the base or when opened
+ * with VHD_OPEN_NO_PARENT); owned by img. */
+struct vhd_image *vhd_parent(const struct vhd_image *img);
+const char *vhd_type_name(enum vhd_type type);
+/* "01234567-89ab-..." into buf (>= 37 bytes). */
+void vhd_uuid_format(const uint8_t uuid[16], char *buf);
+
+/* ---- mapping ------------------------------------------------------------ */
+
+enum vhd_extent_kind {
+	VHD_EXT_DATA,    /* bytes at (fd, file_offset) */
+	VHD_EXT_ZERO,    /* reads as zeros */
+	VHD_EXT_PARENT,  /* not in this image: ask the parent (only without
+			  * VHD_MAP_RESOLVE, or when the parent is missing) */
+};
+
+struct vhd_extent {
+	uint64_t offset;   /* virtual */
+	uint64_t length;
+	enum vhd_extent_kind kind;
+	int fd;            /* DATA: file holding the bytes */
+	uint64_t file_offset;
+	unsigned depth;    /* 0 = the image asked, 1 = its parent, ... */
+	const struct vhd_image *owner; /* the chain member that answered */
+};
+
+enum vhd_map_flags {
+	VHD_MAP_RESOLVE = 1u << 0, /* follow parents: never return VHD_EXT_PARENT
+				    * unless the parent was not opened */
+};
+
+/* Describes the longest run starting at offset (at most length bytes) that
+ * has one kind and, for data, contiguous file offsets.  Call again from
+ * offset + ext->length for the rest.  Range must lie inside the disk. */
+int vhd_map(struct vhd_image *img, uint64_t offset, uint64_t length,
+	    unsigned flags, struct vhd_extent *ext);
+
+/* ---- writing -------------------------------------------------------------
+ *
+ * Offsets and lengths are whole sectors here (vhd_pwrite handles the rest by
+ * read-modify-write).  Protocol for one piece (never crosses a block boundary):
+ *   1. vhd_write_prepare(img, off, len, &plan): the library allocates the block
+ *      if needed (new footer at the new end of file, bitmap written; no BAT
+ *      entry yet), and says where the data goes: (plan.fd, plan.file_offset).
+ *   2. The caller writes len bytes there.
+ *   3. If plan.needs_commit: the caller makes the data durable (fdatasync on
+ *      plan.fd; one sync may cover many plans) and calls vhd_write_commit(),
+ *      which publishes the metadata (bitmap bits, then the BAT entry).
+ *      Until then readers of the image still see the old content.
+ * A crash anywhere leaves an openable, check-clean image (leaked space only).
+ */
+struct vhd_write_plan {
+	uint64_t offset;        /* virtual start of this piece */
+	uint64_t length;        /* may be shorter than asked: stops at a block end */
+	int fd;
+	uint64_t file_offset;
+	bool needs_commit;      /* metadata to publish after the data is durable */
+	/* private to the library */
+	uint32_t block;
+	bool new_block;
+	uint64_t bitmap_offset;
+	uint32_t first_sector;  /* sectors within the block that this piece covers */
+	uint32_t nr_sectors;
+};
+
+int vhd_write_prepare(struct vhd_image *img, uint64_t offset, uint64_t length,
+		      struct vhd_write_plan *plan);
+int vhd_write_commit(struct vhd_image *img, const struct vhd_write_plan *plan);
+
+/* ---- synchronous I/O -------------------------------------------------- */
+
+int vhd_pread(struct vhd_image *img, void *buf, uint64_t length, uint64_t offset);
+/* Byte granularity; data durable and metadata published when it returns,
+ * but only crash-proof after vhd_flush(). */
+int vhd_pwrite(struct vhd_image *img, const void *buf, uint64_t length,
+	       uint64_t offset);
+int vhd_flush(struct vhd_image *img);
+
+/* ---- checking ----------------------------------------------------------- */
+
+enum vhd_severity {
+	VHD_SEV_INFO,     /* e.g. leaked space: harmless */
+	VHD_SEV_WARNING,  /* readable, but something is off (bad checksum with a good copy) */
+	VHD_SEV_ERROR,    /* corruption */
+};
+
+struct vhd_problem {
+	enum vhd_severity severity;
+	char file[512];
+	char field[64];
+	char msg[VHD_ERR_LEN];
+};
+
+struct vhd_check_report {
+	struct vhd_problem *problems;
+	size_t count, cap;
+	uint64_t leaked_bytes;
+	unsigned chain_depth;
+};
+
+/* Full structural validation of the image and its chain.  Returns 0 when the
+ * check ran (look at the report), negative errno when the file could not be
+ * read at all (err says why). */
+int vhd_check(const char *path, const struct vhd_open_opts *opts,
+	      struct vhd_check_report *report, struct vhd_err *err);
+/* Number of problems at or above severity. */
+size_t vhd_check_count(const struct vhd_check_report *report,
+		       enum vhd_severity at_least);
+void vhd_check_report_free(struct vhd_check_report *report);
+const char *vhd_severity_name(enum vhd_severity sev);
+
+#endif
