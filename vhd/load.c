@@ -132,11 +132,14 @@ static int load_footer(struct vhd_image *img, struct vhd_diag *d)
 	if (tail_sum) {
 		img->footer = ft;
 		img->footer_checksum_ok = true;
+		/* A fixed disk's first sector is guest data, not a footer copy. */
+		if (ft.disk_type == VHD_TYPE_FIXED)
+			return 0;
 		if (head_cookie && memcmp(head, tail, sizeof(head)))
 			diag_report(d, VHD_SEV_WARNING, "footer copy",
 				    "the footer copy at offset 0 differs from the footer at offset %" PRIu64,
 				    img->footer_pos);
-		else if (!head_cookie && ft.disk_type != VHD_TYPE_FIXED)
+		else if (!head_cookie)
 			diag_report(d, VHD_SEV_WARNING, "footer copy",
 				    "no valid footer copy at offset 0 of a %s disk",
 				    vhd_type_name(ft.disk_type));
