@@ -17,6 +17,11 @@ struct bitmap_slot {
 	uint8_t *bits;   /* bitmap_size bytes */
 };
 
+struct pending_alloc {
+	uint32_t block;
+	uint64_t bitmap_offset;
+};
+
 struct vhd_image {
 	char *path;
 	int fd;
@@ -43,6 +48,10 @@ struct vhd_image {
 	uint32_t nr_allocated;      /* BAT entries in use */
 	uint64_t leaked_bytes;      /* unused whole pages between structures */
 	struct bitmap_slot cache[VHD_BITMAP_CACHE_SLOTS];
+	/* Blocks allocated by vhd_write_prepare whose BAT entry is not yet
+	 * published; later prepares of the same block join the allocation. */
+	struct pending_alloc *pending;
+	size_t nr_pending, cap_pending;
 
 	struct vhd_image *parent;   /* differencing: the next image down */
 	const struct vhd_image *child; /* the image above (not owned) */

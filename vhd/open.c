@@ -46,6 +46,7 @@ void image_free(struct vhd_image *img)
 	if (img->fd >= 0)
 		close(img->fd); /* also releases the flock */
 	free(img->bat);
+	free(img->pending);
 	free(img->path);
 	free(img);
 }

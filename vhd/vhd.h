@@ -181,8 +181,12 @@ int vhd_map(struct vhd_image *img, uint64_t offset, uint64_t length,
  *   2. The caller writes len bytes there.
  *   3. If plan.needs_commit: the caller makes the data durable (fdatasync on
  *      plan.fd; one sync may cover many plans) and calls vhd_write_commit(),
- *      which publishes the metadata (bitmap bits, then the BAT entry).
- *      Until then readers of the image still see the old content.
+ *      which publishes the metadata (the BAT entry of a new block, bitmap
+ *      bits of a differencing disk).  Until then readers of the image still
+ *      see the old content.
+ * Several plans may be in flight on one block, also a new one: a prepare
+ * joins a pending allocation, and every plan's commit publishes what it
+ * needs.  A plan whose data write failed is simply never committed.
  * A crash anywhere leaves an openable, check-clean image (leaked space only).
  */
 struct vhd_write_plan {
@@ -206,8 +210,8 @@ int vhd_write_commit(struct vhd_image *img, const struct vhd_write_plan *plan);
 /* ---- synchronous I/O -------------------------------------------------- */
 
 int vhd_pread(struct vhd_image *img, void *buf, uint64_t length, uint64_t offset);
-/* Byte granularity; data durable and metadata published when it returns,
- * but only crash-proof after vhd_flush(). */
+/* Byte granularity.  When it returns the data is readable and the metadata
+ * that describes it published; it survives a crash only after vhd_flush(). */
 int vhd_pwrite(struct vhd_image *img, const void *buf, uint64_t length,
 	       uint64_t offset);
 int vhd_flush(struct vhd_image *img);

@@ -3,14 +3,21 @@
  * Crash-consistent order for a new block (DESIGN.md rule 3):
  *   1. prepare: write the footer at the new end of the file (the file grows;
  *      a valid trailing footer always exists), then the block's bitmap where
- *      the block starts (over the old footer or its padding).  Data space is
- *      fresh file space and reads as zeros.  No BAT entry yet.
+ *      the block starts (over the old footer or its padding): all ones for a
+ *      dynamic disk (unwritten sectors are fresh file space and read as
+ *      zeros), empty for a differencing disk.  No BAT entry yet.
  *   2. the caller writes the data and makes it durable (fdatasync).
- *   3. commit: write the BAT entry.  This is the commit point: a crash before
- *      it leaves only an unreferenced (leaked) block.
+ *   3. commit: write the BAT entry (the commit point: a crash before it
+ *      leaves only an unreferenced, leaked block), then, for a differencing
+ *      disk, the bitmap bits of the sectors written.  A crash between the two
+ *      shows the parent's (old) content for those sectors, never garbage.
  * For an allocated block whose bitmap lacks bits for the written sectors, the
  * bits are set in commit, after the data is durable, so a reader never sees a
  * sector marked present whose data is not there.
+ *
+ * Several plans may be in flight on one new block (the engine batches):
+ * a prepare of a block whose allocation is pending joins it (same place in
+ * the file), and whichever plan commits first publishes the BAT entry.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -74,6 +81,29 @@ static int write_footer_at(struct vhd_image *img, uint64_t pos)
 	return ret;
 }
 
+static struct pending_alloc *pending_find(struct vhd_image *img, uint32_t block)
+{
+	for (size_t i = 0; i < img->nr_pending; i++)
+		if (img->pending[i].block == block)
+			return &img->pending[i];
+	return NULL;
+}
+
+static int pending_add(struct vhd_image *img, uint32_t block, uint64_t bitmap_offset)
+{
+	if (img->nr_pending == img->cap_pending) {
+		size_t cap = img->cap_pending ? img->cap_pending * 2 : 8;
+		struct pending_alloc *n = realloc(img->pending, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		img->pending = n;
+		img->cap_pending = cap;
+	}
+	img->pending[img->nr_pending++] = (struct pending_alloc){block, bitmap_offset};
+	return 0;
+}
+
 static int allocate_block(struct vhd_image *img, struct vhd_write_plan *plan)
 {
 	uint64_t off = next_block_offset(img);
@@ -91,15 +121,12 @@ static int allocate_block(struct vhd_image *img, struct vhd_write_plan *plan)
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (img->footer.disk_type == VHD_TYPE_DIFF) {
-		/* Only the sectors this write covers; the rest stays in the parent. */
-		memset(bm, 0, img->bitmap_size);
-		for (uint32_t s = 0; s < plan->nr_sectors; s++)
-			vhd_bit_set(bm, plan->first_sector + s);
-	} else {
-		memset(bm, 0xFF, img->bitmap_size);
-	}
+	/* Differencing: no bits yet, they are set at commit once data is durable. */
+	memset(bm, img->footer.disk_type == VHD_TYPE_DIFF ? 0x00 : 0xFF, img->bitmap_size);
 	ret = pwrite_full(img->fd, bm, img->bitmap_size, off);
+	if (ret < 0)
+		goto out;
+	ret = pending_add(img, plan->block, off);
 	if (ret < 0)
 		goto out;
 	img->footer_pos = end;
@@ -148,6 +175,15 @@ int vhd_write_prepare(struct vhd_image *img, uint64_t offset, uint64_t length,
 	plan->first_sector = (uint32_t)(in_block / VHD_SECTOR_SIZE);
 	plan->nr_sectors = (uint32_t)(plan->length / VHD_SECTOR_SIZE);
 	if (img->bat[plan->block] == VHD_BAT_UNUSED) {
+		struct pending_alloc *p = pending_find(img, plan->block);
+
+		if (p) { /* join the allocation in flight */
+			plan->bitmap_offset = p->bitmap_offset;
+			plan->file_offset = p->bitmap_offset + img->bitmap_size + in_block;
+			plan->new_block = true;
+			plan->needs_commit = true;
+			return 0;
+		}
 		ret = allocate_block(img, plan);
 		if (ret < 0)
 			return ret;
@@ -192,22 +228,37 @@ static int set_bitmap_bits(struct vhd_image *img, const struct vhd_write_plan *p
 	return ret;
 }
 
+/* Publishes a pending allocation's BAT entry (no-op once published). */
+static int publish_block(struct vhd_image *img, uint32_t block)
+{
+	struct pending_alloc *p = pending_find(img, block);
+	int ret;
+
+	if (!p)
+		return 0; /* another plan on this block committed first */
+	img->bat[block] = (uint32_t)(p->bitmap_offset / VHD_SECTOR_SIZE);
+	ret = write_bat_sector(img, block);
+	if (ret < 0) {
+		img->bat[block] = VHD_BAT_UNUSED;
+		return ret;
+	}
+	*p = img->pending[--img->nr_pending];
+	img->nr_allocated++;
+	/* The cache slot may hold a stale copy from an earlier owner of the slot. */
+	img->cache[block % VHD_BITMAP_CACHE_SLOTS].block = VHD_BAT_UNUSED;
+	return 0;
+}
+
 int vhd_write_commit(struct vhd_image *img, const struct vhd_write_plan *plan)
 {
 	int ret;
 
 	if (!plan->needs_commit)
 		return 0;
-	if (!plan->new_block)
-		return set_bitmap_bits(img, plan);
-	img->bat[plan->block] = (uint32_t)(plan->bitmap_offset / VHD_SECTOR_SIZE);
-	ret = write_bat_sector(img, plan->block);
-	if (ret < 0) {
-		img->bat[plan->block] = VHD_BAT_UNUSED;
-		return ret;
+	if (plan->new_block) {
+		ret = publish_block(img, plan->block);
+		if (ret < 0 || img->footer.disk_type != VHD_TYPE_DIFF)
+			return ret;
 	}
-	img->nr_allocated++;
-	/* The cache slot may hold a stale copy from an earlier owner of the slot. */
-	img->cache[plan->block % VHD_BITMAP_CACHE_SLOTS].block = VHD_BAT_UNUSED;
-	return 0;
+	return set_bitmap_bits(img, plan);
 }

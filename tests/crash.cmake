@@ -1,0 +1,1 @@
+vhd_c_test(test_crash)
