@@ -313,15 +313,18 @@ out:
 	return ret;
 }
 
-/* Bytes a block occupies in the file: its bitmap and the part of its data
- * that lies inside the virtual size (a short last block may be stored short). */
-static uint64_t block_span(const struct vhd_image *img, uint32_t block)
+/* Bytes a block occupies in the file: its bitmap and its data.  Producers
+ * (we and qemu) store the last block whole even when the virtual size ends
+ * inside it; a file that stores it short is accepted as long as the part
+ * inside the virtual size is there. */
+static uint64_t block_span(const struct vhd_image *img, uint32_t block, uint64_t off)
 {
 	uint64_t start = (uint64_t)block * img->block_size;
 	uint64_t used = img->footer.current_size - start;
+	uint64_t full = (uint64_t)img->bitmap_size + img->block_size;
 
-	if (used > img->block_size)
-		used = img->block_size;
+	if (used >= img->block_size || (off <= img->footer_pos && img->footer_pos - off >= full))
+		return full;
 	return img->bitmap_size + round_up(used, VHD_SECTOR_SIZE);
 }
 
@@ -461,7 +464,7 @@ static int check_layout(struct vhd_image *img, struct vhd_diag *d)
 			continue;
 		}
 		off = block_file_offset(img, i);
-		span = block_span(img, i);
+		span = block_span(img, i, off);
 		if (off < VHD_FOOTER_SIZE || off > img->footer_pos || img->footer_pos - off < span) {
 			diag_report(d, VHD_SEV_ERROR, "block allocation table",
 				    "BAT[%u] = 0x%08x puts block %u at 0x%" PRIx64 "-0x%" PRIx64

@@ -58,9 +58,8 @@ static uint32_t bit_run(const uint8_t *bm, uint32_t s, uint32_t end)
 
 static int map_one(struct vhd_image *img, uint64_t off, uint64_t len, struct vhd_extent *e)
 {
-	uint64_t bs = img->block_size;
-	uint32_t block = (uint32_t)(off / bs);
-	uint64_t in_block = off % bs;
+	uint64_t bs = img->block_size, in_block;
+	uint32_t block;
 	enum vhd_extent_kind absent =
 		img->footer.disk_type == VHD_TYPE_DIFF ? VHD_EXT_PARENT : VHD_EXT_ZERO;
 	uint8_t *bm;
@@ -77,6 +76,8 @@ static int map_one(struct vhd_image *img, uint64_t off, uint64_t len, struct vhd
 		e->length = len;
 		return 0;
 	}
+	block = (uint32_t)(off / bs); /* no blocks in a fixed disk: bs is 0 there */
+	in_block = off % bs;
 	if (img->bat[block] == VHD_BAT_UNUSED) {
 		/* Unallocated: extend over following unallocated blocks. */
 		uint64_t end = ((uint64_t)block + 1) * bs;
