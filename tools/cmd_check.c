@@ -80,6 +80,7 @@ int cmd_check(int argc, char **argv)
 				       json_object_new_uint64(bad - vhd_check_count(&r, VHD_SEV_ERROR)));
 		json_object_object_add(j, "leaked-bytes", json_object_new_uint64(r.leaked_bytes));
 		json_object_object_add(j, "chain-depth", json_object_new_uint64(r.chain_depth));
+		json_object_object_add(j, "problems-not-listed", json_object_new_uint64(r.suppressed));
 		for (size_t i = 0; i < r.count; i++) {
 			struct json_object *p = json_object_new_object();
 
@@ -98,6 +99,8 @@ int cmd_check(int argc, char **argv)
 		for (size_t i = 0; i < r.count; i++)
 			printf("%s: %s: %s: %s\n", vhd_severity_name(r.problems[i].severity),
 			       r.problems[i].file, r.problems[i].field, r.problems[i].msg);
+		if (r.suppressed)
+			printf("... and %zu more problems not listed\n", r.suppressed);
 		if (r.leaked_bytes)
 			printf("%llu bytes of leaked space (unreferenced, harmless; compact reclaims it)\n",
 			       (unsigned long long)r.leaked_bytes);

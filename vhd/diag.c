@@ -22,6 +22,12 @@ static void report_append(struct vhd_check_report *r, enum vhd_severity sev,
 {
 	struct vhd_problem *p;
 
+	/* A hostile image can have millions of bad entries: keep the report
+	 * bounded and say how much was left out. */
+	if (r->count >= VHD_CHECK_MAX_PROBLEMS) {
+		r->suppressed++;
+		return;
+	}
 	if (r->count == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 16;
 		struct vhd_problem *n = realloc(r->problems, cap * sizeof(*n));
@@ -73,7 +79,9 @@ size_t vhd_check_count(const struct vhd_check_report *r, enum vhd_severity at_le
 
 	for (size_t i = 0; i < r->count; i++)
 		n += r->problems[i].severity >= at_least;
-	return n;
+	/* Left-out problems are counted, whatever their severity: a report
+	 * that overflowed is not clean. */
+	return n + (at_least > VHD_SEV_INFO ? r->suppressed : 0);
 }
 
 void vhd_check_report_free(struct vhd_check_report *r)

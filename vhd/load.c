@@ -206,10 +206,7 @@ static int check_footer_fields(struct vhd_image *img, struct vhd_diag *d)
 	if (f->current_size == 0)
 		diag_report(d, VHD_SEV_WARNING, "current size", "the disk is empty (size 0)");
 	if (f->disk_type == VHD_TYPE_FIXED) {
-		if (img->used_head_footer)
-			diag_report(d, VHD_SEV_ERROR, "disk type",
-				    "the copy at offset 0 says fixed, but fixed disks have no copy there");
-		else if (img->footer_pos < f->current_size)
+		if (img->footer_pos < f->current_size)
 			diag_report(d, VHD_SEV_ERROR, "current size",
 				    "fixed disk of %" PRIu64 " bytes but the file holds only %" PRIu64
 				    " bytes of data (truncated)",
@@ -291,25 +288,53 @@ static int check_dynhdr(struct vhd_image *img, struct vhd_diag *d)
 	return d->errors > before ? -EINVAL : 0;
 }
 
-static int load_bat(struct vhd_image *img)
+/* Only the entries the disk needs are kept in memory: a hostile header may
+ * declare billions (a sparse file makes that free), and entries past the
+ * disk's end are never used.  The next few are looked at for a warning. */
+#define BAT_MAX_ENTRIES (64u << 20)  /* 256 MiB of BAT: 128 TiB in 2 MiB blocks */
+#define BAT_EXTRA_SCAN 65536u
+
+static int load_bat(struct vhd_image *img, struct vhd_diag *d)
 {
-	uint32_t n = img->hdr.max_table_entries;
-	uint8_t *raw = NULL;
+	uint32_t n = img->nr_blocks;
+	uint32_t extra = img->hdr.max_table_entries - n;
+	uint32_t *more = NULL;
 	int ret;
 
-	img->bat = malloc(n ? (size_t)n * 4 : 4);
-	raw = malloc(n ? (size_t)n * 4 : 4);
-	if (!img->bat || !raw) {
-		ret = -ENOMEM;
-		goto out;
+	if (n > BAT_MAX_ENTRIES) {
+		diag_report(d, VHD_SEV_ERROR, "block size",
+			    "%u-byte blocks give %u BAT entries for this size, more than the %u we load (use larger blocks)",
+			    img->block_size, n, BAT_MAX_ENTRIES);
+		return -EINVAL;
 	}
-	ret = pread_full(img->fd, raw, (size_t)n * 4, img->hdr.table_offset);
+	img->bat = malloc(n ? (size_t)n * 4 : 4);
+	if (!img->bat)
+		return -ENOMEM;
+	ret = pread_full(img->fd, img->bat, (size_t)n * 4, img->hdr.table_offset);
 	if (ret < 0)
-		goto out;
+		return ret;
 	for (uint32_t i = 0; i < n; i++)
-		img->bat[i] = vhd_be32(raw + 4 * (size_t)i);
-out:
-	free(raw);
+		img->bat[i] = vhd_be32((const uint8_t *)&img->bat[i]);
+
+	if (extra > BAT_EXTRA_SCAN)
+		extra = BAT_EXTRA_SCAN;
+	if (!extra)
+		return 0;
+	more = malloc((size_t)extra * 4);
+	if (!more)
+		return -ENOMEM;
+	ret = pread_full(img->fd, more, (size_t)extra * 4, img->hdr.table_offset + 4ull * n);
+	for (uint32_t i = 0; ret == 0 && i < extra; i++) {
+		uint32_t e = vhd_be32((const uint8_t *)&more[i]);
+
+		if (e != VHD_BAT_UNUSED) {
+			diag_report(d, VHD_SEV_WARNING, "block allocation table",
+				    "BAT[%u] = 0x%08x (and maybe more) lies beyond the disk's %u blocks; ignored",
+				    n + i, e, n);
+			break; /* one sentence for all of them */
+		}
+	}
+	free(more);
 	return ret;
 }
 
@@ -441,7 +466,10 @@ static int check_layout(struct vhd_image *img, struct vhd_diag *d)
 	int ret = 0;
 
 	/* one region per allocated block, plus header, BAT and locators */
-	regions = malloc(((size_t)img->nr_blocks + 2 + VHD_NR_LOCATORS) * sizeof(*regions));
+	for (uint32_t i = 0; i < img->nr_blocks; i++)
+		nr += img->bat[i] != VHD_BAT_UNUSED;
+	regions = malloc((nr + 2 + VHD_NR_LOCATORS) * sizeof(*regions));
+	nr = 0;
 	if (!regions)
 		return -ENOMEM;
 	add_region(regions, &nr, img->footer.data_offset, VHD_DYNHDR_SIZE, "dynamic header", 0);
@@ -452,17 +480,11 @@ static int check_layout(struct vhd_image *img, struct vhd_diag *d)
 		   "block allocation table", 0);
 	check_locators(img, d, regions, &nr);
 
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < img->nr_blocks; i++) {
 		uint64_t off, span;
 
 		if (img->bat[i] == VHD_BAT_UNUSED)
 			continue;
-		if (i >= img->nr_blocks) {
-			diag_report(d, VHD_SEV_WARNING, "block allocation table",
-				    "BAT[%u] = 0x%08x lies beyond the disk's %u blocks; ignored",
-				    i, img->bat[i], img->nr_blocks);
-			continue;
-		}
 		off = block_file_offset(img, i);
 		span = block_span(img, i, off);
 		if (off < VHD_FOOTER_SIZE || off > img->footer_pos || img->footer_pos - off < span) {
@@ -514,7 +536,7 @@ int image_load(struct vhd_image *img, struct vhd_diag *d)
 	ret = check_dynhdr(img, d);
 	if (ret < 0)
 		return ret;
-	ret = load_bat(img);
+	ret = load_bat(img, d);
 	if (ret < 0)
 		return ret;
 	return check_layout(img, d);

@@ -147,8 +147,11 @@ int image_open_parent(struct vhd_image *img, const struct vhd_open_opts *opts,
 		return -ELOOP;
 	}
 	if (opts && opts->parent_dir && !realpath(opts->parent_dir, pdir)) {
-		vhd_err_set(d->err, "%s: parent directory: %s", opts->parent_dir, strerror(errno));
-		return -errno;
+		ret = -errno;
+		diag_report(d, VHD_SEV_ERROR, "parent",
+			    "the parent directory %s cannot be used: %s", opts->parent_dir,
+			    strerror(-ret));
+		return ret;
 	}
 	n = locator_candidates(img, cand, MAX_CANDIDATES);
 	if (opts && opts->parent_dir) {

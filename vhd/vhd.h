@@ -231,9 +231,12 @@ struct vhd_problem {
 	char msg[VHD_ERR_LEN];
 };
 
+#define VHD_CHECK_MAX_PROBLEMS 1000
+
 struct vhd_check_report {
 	struct vhd_problem *problems;
 	size_t count, cap;
+	size_t suppressed;         /* problems beyond VHD_CHECK_MAX_PROBLEMS */
 	uint64_t leaked_bytes;
 	unsigned chain_depth;
 };
