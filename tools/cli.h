@@ -42,7 +42,20 @@ void cli_human_size(uint64_t v, char *buf, size_t len);
 void cli_print_json(struct json_object *o);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* -p progress on stderr: one line with percent, bytes, rate and ETA,
+ * redrawn at most 10 times a second; silent when stderr is not a terminal. */
+struct cli_progress {
+	bool enabled;
+	const char *what;
+	double start, last;
+};
+void cli_progress_init(struct cli_progress *p, bool requested, const char *what);
+void cli_progress_cb(void *ctx, uint64_t done, uint64_t total);
+void cli_progress_end(struct cli_progress *p);
+
 int cmd_create(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -118,4 +120,44 @@ void cli_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void cli_progress_init(struct cli_progress *p, bool requested, const char *what)
+{
+	p->enabled = requested && isatty(STDERR_FILENO);
+	p->what = what;
+	p->start = p->last = now_s();
+}
+
+void cli_progress_cb(void *ctx, uint64_t done, uint64_t total)
+{
+	struct cli_progress *p = ctx;
+	double t = now_s(), el, rate;
+	char d[32], r[32];
+
+	if (!p->enabled || (t - p->last < 0.1 && done < total))
+		return;
+	p->last = t;
+	el = t - p->start;
+	rate = el > 0 ? (double)done / el : 0;
+	cli_human_size(done, d, sizeof(d));
+	cli_human_size((uint64_t)rate, r, sizeof(r));
+	fprintf(stderr, "\r%s: %5.1f%% %s, %s/s, ETA %.0f s   ", p->what,
+		total ? 100.0 * (double)done / (double)total : 100.0, d, r,
+		rate > 0 ? (double)(total - done) / rate : 0.0);
+	fflush(stderr);
+}
+
+void cli_progress_end(struct cli_progress *p)
+{
+	if (p->enabled)
+		fputc('\n', stderr);
 }

@@ -18,6 +18,8 @@ static const struct command {
 	{"map", cmd_map, "show where each range of the disk lives"},
 	{"read", cmd_read, "copy bytes from the virtual disk to stdout or a file"},
 	{"write", cmd_write, "copy bytes from stdin or a file into the virtual disk"},
+	{"convert", cmd_convert, "copy a disk into a new raw or VHD image (Convert-VHD)"},
+	{"compare", cmd_compare, "compare the contents of two disks"},
 };
 
 static void usage(FILE *out)

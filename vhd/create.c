@@ -198,7 +198,7 @@ static int load_parent(const char *path, struct parent_ref *p,
 	return 0;
 }
 
-static int fsync_dir_of(const char *path)
+int vhd_fsync_dir_of(const char *path)
 {
 	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/');
@@ -289,7 +289,7 @@ int vhd_create(const char *path, const struct vhd_create_opts *opts, struct vhd_
 	if (ret == 0 && rename(tmp, path) < 0)
 		ret = -errno;
 	if (ret == 0)
-		ret = fsync_dir_of(path);
+		ret = vhd_fsync_dir_of(path);
 	if (ret < 0 && err && !err->msg[0])
 		vhd_err_set(err, "%s: %s", path, strerror(-ret));
 	close(fd);

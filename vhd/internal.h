@@ -27,6 +27,7 @@ struct vhd_image {
 	int fd;
 	bool writable;
 	bool locked;
+	bool no_sync;               /* VHD_OPEN_NO_SYNC */
 	dev_t dev;
 	ino_t ino;
 	uint64_t file_size;
@@ -114,6 +115,9 @@ static inline uint64_t block_file_offset(const struct vhd_image *img, uint32_t b
 uint64_t next_block_offset(const struct vhd_image *img);
 
 void vhd_random_uuid(uint8_t uuid[16]);
+/* fsync of the directory holding path (after a rename into it). */
+int vhd_fsync_dir_of(const char *path);
+bool vhd_buf_is_zero(const void *buf, size_t len);
 uint32_t vhd_now(void);
 
 #endif

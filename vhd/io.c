@@ -61,7 +61,7 @@ static int write_sectors(struct vhd_image *img, const uint8_t *buf, uint64_t len
 		sync |= plans[n].needs_commit;
 		done += plans[n].length;
 	}
-	if (sync && fdatasync(img->fd) < 0) {
+	if (sync && !img->no_sync && fdatasync(img->fd) < 0) {
 		ret = -errno;
 		goto out;
 	}

@@ -92,6 +92,7 @@ static int image_open_file(struct vhd_image *img, bool writable, const struct vh
 	/* back to blocking mode for real files (no effect on them, but tidy) */
 	fcntl(img->fd, F_SETFL, fcntl(img->fd, F_GETFL) & ~O_NONBLOCK);
 	img->writable = writable;
+	img->no_sync = opts && (opts->flags & VHD_OPEN_NO_SYNC);
 	if (!(opts && (opts->flags & VHD_OPEN_NO_LOCK))) {
 		if (flock(img->fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
 			ret = errno == EWOULDBLOCK ? -EBUSY : -errno;

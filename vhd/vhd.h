@@ -63,6 +63,9 @@ enum vhd_open_flags {
 	VHD_OPEN_NO_PARENT = 1u << 2, /* do not resolve the parent of a diff disk:
 				       * reads of parent ranges fail with -ENOLINK */
 	VHD_OPEN_DIRECT = 1u << 3,   /* O_DIRECT on every file of the chain        */
+	VHD_OPEN_NO_SYNC = 1u << 4,  /* no fdatasync between data and metadata:
+				      * only for files nobody can see yet (a
+				      * convert's output before its rename) */
 };
 
 struct vhd_open_opts {
@@ -251,5 +254,75 @@ size_t vhd_check_count(const struct vhd_check_report *report,
 		       enum vhd_severity at_least);
 void vhd_check_report_free(struct vhd_check_report *report);
 const char *vhd_severity_name(enum vhd_severity sev);
+
+/* ---- any disk: raw file or VHD chain (convert, compare) ----------------- */
+
+enum vhd_format {
+	VHD_FMT_AUTO,  /* a VHD footer at the end (or a dynamic copy at 0): vhd; else raw */
+	VHD_FMT_RAW,
+	VHD_FMT_VHD,
+};
+
+struct vhd_disk;
+
+int vhd_disk_open(const char *path, enum vhd_format fmt, const struct vhd_open_opts *opts,
+		  struct vhd_disk **out, struct vhd_err *err);
+int vhd_disk_close(struct vhd_disk *d);
+uint64_t vhd_disk_size(const struct vhd_disk *d);
+const char *vhd_disk_format_name(const struct vhd_disk *d);
+/* The VHD behind a disk, or NULL for raw. */
+struct vhd_image *vhd_disk_image(struct vhd_disk *d);
+/* Like vhd_map with VHD_MAP_RESOLVE: DATA or ZERO runs (raw files use
+ * SEEK_DATA/SEEK_HOLE; a DATA run may still hold zeros). */
+int vhd_disk_map(struct vhd_disk *d, uint64_t offset, uint64_t length, struct vhd_extent *ext);
+int vhd_disk_pread(struct vhd_disk *d, void *buf, uint64_t length, uint64_t offset);
+int vhd_disk_pwrite(struct vhd_disk *d, const void *buf, uint64_t length, uint64_t offset);
+int vhd_disk_flush(struct vhd_disk *d);
+/* Kick off writeback of what was written so far, without waiting, so that a
+ * long copy's final flush finds little left to do. */
+void vhd_disk_start_writeback(struct vhd_disk *d);
+bool vhd_format_parse(const char *name, enum vhd_format *fmt);
+
+/* Progress of long operations: bytes of the virtual disk done so far. */
+typedef void (*vhd_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* ---- convert (Convert-VHD, qemu-img convert) --------------------------- */
+
+struct vhd_convert_opts {
+	enum vhd_format src_format;
+	enum vhd_format out_format;   /* VHD_FMT_RAW or VHD_FMT_VHD */
+	enum vhd_type out_type;       /* VHD output: fixed or dynamic (default) */
+	uint32_t block_size;          /* dynamic output; 0 = 2 MiB */
+	bool azure;                   /* fixed VHD, size rounded up to a whole MiB */
+	bool preallocate;             /* fixed/raw output written densely */
+	bool overwrite;
+	bool no_sync;                 /* skip the fsync before the rename (qemu-img's
+				       * default cache=unsafe): faster, not crash-proof */
+	vhd_progress_fn progress;
+	void *progress_ctx;
+};
+
+struct vhd_convert_stats {
+	uint64_t virtual_size;        /* of the output */
+	uint64_t source_size;
+	uint64_t bytes_read;          /* data actually read from the source */
+	uint64_t bytes_written;       /* data written to the output */
+	uint64_t bytes_skipped;       /* unallocated or all-zero, not written */
+	uint64_t output_file_size;
+};
+
+/* The output appears atomically (written beside dst, synced, renamed).  A
+ * differencing source is flattened: the output stands alone. */
+int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const char *dst,
+		const struct vhd_convert_opts *opts, struct vhd_convert_stats *stats,
+		struct vhd_err *err);
+
+/* ---- compare ---------------------------------------------------------------
+ * Returns 0 identical, 1 different (*first_diff set), negative errno on
+ * error.  A size difference counts only if the longer one holds non-zero
+ * bytes beyond the shorter (like qemu-img compare without -s), or always
+ * with strict. */
+int vhd_compare(struct vhd_disk *a, struct vhd_disk *b, bool strict, uint64_t *first_diff,
+		vhd_progress_fn progress, void *progress_ctx, struct vhd_err *err);
 
 #endif

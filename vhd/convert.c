@@ -1,0 +1,231 @@
+/* convert.c - any disk -> raw or VHD (fixed/dynamic), sparse-aware.
+ *
+ * Unallocated ranges of the source (VHD BAT/bitmaps, SEEK_HOLE on raw files)
+ * are skipped without reading; data is read in large chunks and all-zero
+ * 4 KiB pieces are not written, so a mostly-empty disk converts in a fraction
+ * of the time and the output stays sparse.  The output is a new file, written
+ * beside its final name without per-block syncs (nobody can see it yet), then
+ * synced once and renamed: a crash never leaves a half-written image under
+ * the destination name. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CHUNK (4u << 20)
+#define ZERO_GRAIN 4096u
+#define MAP_WINDOW (1ull << 30)
+/* Writeback is started every so often so that it overlaps the copy and
+ * the final fsync (which makes the output durable before it is renamed
+ * into place) does not stall on the whole output at once. */
+#define WRITEBACK_EVERY (32u << 20)
+
+bool vhd_buf_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	/* check a prefix, then compare the buffer with itself shifted */
+	for (size_t i = 0; i < len && i < 16; i++)
+		if (p[i])
+			return false;
+	return len <= 16 || !memcmp(p, p + 16, len - 16);
+}
+
+/* Writes the non-zero ZERO_GRAIN pieces of buf (one write per run). */
+static int write_nonzero(struct vhd_disk *out, const uint8_t *buf, size_t len, uint64_t off,
+			 uint64_t *written)
+{
+	size_t i = 0;
+	int ret;
+
+	while (i < len) {
+		size_t start, n;
+
+		while (i < len && vhd_buf_is_zero(buf + i, len - i < ZERO_GRAIN ? len - i : ZERO_GRAIN))
+			i += len - i < ZERO_GRAIN ? len - i : ZERO_GRAIN;
+		start = i;
+		while (i < len && !vhd_buf_is_zero(buf + i, len - i < ZERO_GRAIN ? len - i : ZERO_GRAIN))
+			i += len - i < ZERO_GRAIN ? len - i : ZERO_GRAIN;
+		n = i - start;
+		if (!n)
+			break;
+		ret = vhd_disk_pwrite(out, buf + start, n, off + start);
+		if (ret < 0)
+			return ret;
+		*written += n;
+	}
+	return 0;
+}
+
+static int make_output(const char *tmp, const struct vhd_convert_opts *o, uint64_t size,
+		       struct vhd_err *err)
+{
+	if (o->out_format == VHD_FMT_VHD) {
+		struct vhd_create_opts co = {
+			.type = o->azure ? VHD_TYPE_FIXED : (o->out_type ? o->out_type : VHD_TYPE_DYNAMIC),
+			.size = size,
+			.block_size = o->block_size,
+			.overwrite = true,
+			.preallocate = o->preallocate,
+		};
+		return vhd_create(tmp, &co, err);
+	} else {
+		int fd = open(tmp, O_WRONLY | O_CLOEXEC), ret = 0;
+
+		if (fd < 0)
+			return -errno;
+		if (o->preallocate)
+			ret = -posix_fallocate(fd, 0, (off_t)size);
+		else if (ftruncate(fd, (off_t)size) < 0)
+			ret = -errno;
+		close(fd);
+		if (ret < 0)
+			vhd_err_set(err, "%s: cannot size the output: %s", tmp, strerror(-ret));
+		return ret;
+	}
+}
+
+static int copy_data(struct vhd_disk *in, struct vhd_disk *out, const struct vhd_convert_opts *o,
+		     struct vhd_convert_stats *st, const char *src, struct vhd_err *err)
+{
+	uint64_t size = vhd_disk_size(in), off = 0, since_kick = 0;
+	uint8_t *buf = NULL;
+	int ret = 0;
+
+	if (posix_memalign((void **)&buf, 4096, CHUNK))
+		return -ENOMEM;
+	while (off < size) {
+		struct vhd_extent e;
+		uint64_t win = size - off < MAP_WINDOW ? size - off : MAP_WINDOW;
+
+		ret = vhd_disk_map(in, off, win, &e);
+		if (ret < 0) {
+			vhd_err_set(err, "%s: mapping offset %" PRIu64 ": %s", src, off, strerror(-ret));
+			goto out;
+		}
+		if (e.kind == VHD_EXT_ZERO) {
+			st->bytes_skipped += e.length;
+			off += e.length;
+		} else {
+			/* read up to the next chunk boundary, so writes stay aligned */
+			uint64_t n = CHUNK - off % CHUNK, written = 0;
+
+			if (n > e.length)
+				n = e.length;
+			ret = vhd_disk_pread(in, buf, n, off);
+			if (ret < 0) {
+				vhd_err_set(err, "%s: reading offset %" PRIu64 ": %s", src, off, strerror(-ret));
+				goto out;
+			}
+			st->bytes_read += n;
+			ret = write_nonzero(out, buf, n, off, &written);
+			if (ret < 0) {
+				vhd_err_set(err, "writing output offset %" PRIu64 ": %s", off, strerror(-ret));
+				goto out;
+			}
+			st->bytes_written += written;
+			st->bytes_skipped += n - written;
+			off += n;
+			since_kick += written;
+			if (since_kick >= WRITEBACK_EVERY) {
+				vhd_disk_start_writeback(out);
+				since_kick = 0;
+			}
+		}
+		if (o->progress)
+			o->progress(o->progress_ctx, off, size);
+	}
+out:
+	free(buf);
+	return ret;
+}
+
+int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const char *dst,
+		const struct vhd_convert_opts *o, struct vhd_convert_stats *st, struct vhd_err *err)
+{
+	struct vhd_open_opts in_opts = src_opts ? *src_opts : (struct vhd_open_opts){0};
+	struct vhd_open_opts out_opts = {.flags = VHD_OPEN_RDWR | VHD_OPEN_NO_SYNC};
+	struct vhd_disk *in = NULL, *out = NULL;
+	char tmp[PATH_MAX];
+	struct stat sb;
+	uint64_t size;
+	int fd, ret;
+
+	memset(st, 0, sizeof(*st));
+	if (err)
+		err->msg[0] = 0;
+	if (o->out_format != VHD_FMT_RAW && o->out_format != VHD_FMT_VHD) {
+		vhd_err_set(err, "%s: output format must be raw or vhd", dst);
+		return -EINVAL;
+	}
+	if (!o->overwrite && lstat(dst, &sb) == 0) {
+		vhd_err_set(err, "%s: already exists (pass --force to replace it)", dst);
+		return -EEXIST;
+	}
+	in_opts.flags &= ~(unsigned)VHD_OPEN_RDWR;
+	ret = vhd_disk_open(src, o->src_format, &in_opts, &in, err);
+	if (ret < 0)
+		return ret;
+	st->source_size = size = vhd_disk_size(in);
+	if (o->azure)
+		size = round_up(size, 1u << 20); /* Azure: whole MiB, fixed VHD */
+	st->virtual_size = size;
+	if (o->out_format == VHD_FMT_VHD && size > VHD_MAX_SIZE) {
+		vhd_err_set(err, "%s: a %" PRIu64 "-byte disk exceeds the VHD maximum of 2040 GiB", src, size);
+		ret = -EFBIG;
+		goto out;
+	}
+
+	if (snprintf(tmp, sizeof(tmp), "%s.part-XXXXXX", dst) >= (int)sizeof(tmp)) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		vhd_err_set(err, "%s: cannot create a file beside it: %s", dst, strerror(-ret));
+		goto out;
+	}
+	close(fd);
+	ret = make_output(tmp, o, size, err);
+	if (ret < 0)
+		goto fail;
+	ret = vhd_disk_open(tmp, o->out_format, &out_opts, &out, err);
+	if (ret < 0)
+		goto fail;
+	ret = copy_data(in, out, o, st, src, err);
+	if (ret < 0)
+		goto fail;
+	st->bytes_skipped += size - st->source_size; /* the Azure padding */
+	ret = o->no_sync ? 0 : vhd_disk_flush(out);
+	if (ret == 0)
+		ret = vhd_disk_close(out);
+	else
+		vhd_disk_close(out);
+	out = NULL;
+	if (ret == 0 && rename(tmp, dst) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = vhd_fsync_dir_of(dst);
+	if (ret < 0) {
+		if (!err || !err->msg[0])
+			vhd_err_set(err, "%s: %s", dst, strerror(-ret));
+		goto fail;
+	}
+	if (stat(dst, &sb) == 0)
+		st->output_file_size = (uint64_t)sb.st_blocks * 512;
+	goto out;
+fail:
+	vhd_disk_close(out);
+	unlink(tmp);
+out:
+	vhd_disk_close(in);
+	return ret;
+}
