@@ -20,6 +20,8 @@ static const struct command {
 	{"write", cmd_write, "copy bytes from stdin or a file into the virtual disk"},
 	{"convert", cmd_convert, "copy a disk into a new raw or VHD image (Convert-VHD)"},
 	{"compare", cmd_compare, "compare the contents of two disks"},
+	{"merge", cmd_merge, "merge a differencing disk into its parent (Merge-VHD)"},
+	{"repair", cmd_repair, "fix what can be fixed without losing data"},
 };
 
 static void usage(FILE *out)

@@ -325,4 +325,52 @@ int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const cha
 int vhd_compare(struct vhd_disk *a, struct vhd_disk *b, bool strict, uint64_t *first_diff,
 		vhd_progress_fn progress, void *progress_ctx, struct vhd_err *err);
 
+/* ---- merge (Merge-VHD) ----------------------------------------------------
+ * Merges CHILD into its parent (or, with into, into a deeper ancestor): the
+ * target then holds the combined content; the images above it are removed,
+ * or with keep (direct parent only) CHILD stays as an empty child of it.
+ * Refused (-EBUSY) when another disk depends on an image the merge changes or
+ * removes (found in the chain's directories, or listed in siblings) unless
+ * force.  Crash-safe and resumable through CHILD.merge-intent: calling
+ * vhd_merge again on CHILD (or repair) finishes an interrupted merge. */
+struct vhd_merge_opts {
+	const char *into;            /* ancestor path; NULL = the direct parent */
+	bool keep;
+	bool force;
+	const char *const *siblings;  /* extra disks to treat as possible dependents */
+	size_t nr_siblings;
+	vhd_progress_fn progress;
+	void *progress_ctx;
+};
+
+struct vhd_merge_stats {
+	char target[4096];
+	unsigned merged_images;       /* images whose content went into the target */
+	uint64_t bytes_copied;
+	bool resumed;                 /* an interrupted merge was finished */
+};
+
+int vhd_merge(const char *child, const struct vhd_open_opts *opts,
+	      const struct vhd_merge_opts *o, struct vhd_merge_stats *stats,
+	      struct vhd_err *err);
+/* True when an interrupted merge of image waits to be finished. */
+bool vhd_merge_pending(const char *image);
+
+/* ---- repair ----------------------------------------------------------------
+ * Fixes what can be fixed without losing data: finishes an interrupted merge,
+ * restores a damaged trailing footer from the copy at offset 0 (or the copy
+ * from the trailing footer), recomputes footer/header checksums whose fields
+ * validate, gives back leaked space after the last structure.  Reports each
+ * action (dry_run: reports without writing).  Errors that would need
+ * guessing are returned, not fixed. */
+#define VHD_REPAIR_MAX_ACTIONS 16
+
+struct vhd_repair_report {
+	char actions[VHD_REPAIR_MAX_ACTIONS][512];
+	unsigned count;
+};
+
+int vhd_repair(const char *path, const struct vhd_open_opts *opts, bool dry_run,
+	       struct vhd_repair_report *report, struct vhd_err *err);
+
 #endif
