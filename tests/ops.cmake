@@ -1,0 +1,1 @@
+vhd_sh_test(merge_repair)
