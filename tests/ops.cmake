@@ -1,1 +1,2 @@
 vhd_sh_test(merge_repair)
+vhd_sh_test(compact)

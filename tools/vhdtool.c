@@ -21,6 +21,7 @@ static const struct command {
 	{"convert", cmd_convert, "copy a disk into a new raw or VHD image (Convert-VHD)"},
 	{"compare", cmd_compare, "compare the contents of two disks"},
 	{"merge", cmd_merge, "merge a differencing disk into its parent (Merge-VHD)"},
+	{"compact", cmd_compact, "give back space of zero blocks (Optimize-VHD)"},
 	{"repair", cmd_repair, "fix what can be fixed without losing data"},
 };
 

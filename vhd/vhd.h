@@ -356,6 +356,21 @@ int vhd_merge(const char *child, const struct vhd_open_opts *opts,
 /* True when an interrupted merge of image waits to be finished. */
 bool vhd_merge_pending(const char *image);
 
+/* ---- compact (Optimize-VHD) --------------------------------------------
+ * Drops blocks that read as all zeros (dynamic) or hold no sector of their own
+ * (differencing; with against_parent, sectors identical to the parent are
+ * given up first), packs the remaining blocks and shrinks the file, every
+ * step crash-safe (the content never changes; an interruption leaks space at
+ * worst).  Refused on fixed disks and on disks in saved state. */
+struct vhd_compact_stats {
+	uint64_t old_file_size, new_file_size;
+	uint32_t blocks_dropped, blocks_moved;
+	uint64_t sectors_cleared;     /* against_parent: sectors given back to the parent */
+};
+
+int vhd_compact(const char *path, bool against_parent, const struct vhd_open_opts *opts,
+		struct vhd_compact_stats *stats, struct vhd_err *err);
+
 /* ---- repair ----------------------------------------------------------------
  * Fixes what can be fixed without losing data: finishes an interrupted merge,
  * restores a damaged trailing footer from the copy at offset 0 (or the copy
