@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Merge benchmark (not a pass/fail test).  One run, same machine, same data:
+#   vhdtool merge      a child holding CHANGED bytes (random, in 64 KiB..4 MiB
+#                      extents) merged into its dynamic parent
+#   qemu-img commit    the same change in a qcow2 child over a qcow2 base
+#                      (qemu cannot merge VHDs)
+#   plain copy         dd of the changed bytes into a fresh file with fsync:
+#                      the physical floor for writing that much data
+# Prints the median of RUNS wall times and the ratios.
+# Env: SIZE (default 4G), CHANGED (default 1G), RUNS (default 3), DIR.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+V=${VHDTOOL:-$here/../../build/tools/vhdtool}
+SIZE=${SIZE:-4G}
+CHANGED=${CHANGED:-1G}
+RUNS=${RUNS:-3}
+dir=$(mktemp -d "${DIR:-/var/tmp}/merge-bench.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+command -v qemu-img >/dev/null || { echo "qemu-img missing"; exit 77; }
+
+bytes() { numfmt --from=iec "$1"; }
+size=$(bytes "$SIZE")
+changed=$(bytes "$CHANGED")
+
+# the change: extents of 64 KiB..4 MiB at random 64 KiB-aligned offsets until
+# CHANGED bytes; one file per extent list, replayed identically everywhere
+python3 - "$size" "$changed" >plan.txt <<'PY'
+import random, sys
+size, want = int(sys.argv[1]), int(sys.argv[2])
+random.seed(7); done = 0; used = set()
+while done < want:
+    l = random.randint(1, 64) * 65536
+    o = random.randrange(0, (size - l) // 65536) * 65536
+    if any(b in used for b in range(o // 65536, (o + l) // 65536)): continue
+    used.update(range(o // 65536, (o + l) // 65536)); done += l
+    print(o, l)
+PY
+head -c "$changed" /dev/urandom >data.bin
+
+apply_vhd() { # IMG: write the plan into IMG
+	local pos=0 o l
+	while read -r o l; do
+		dd if=data.bin bs=64K skip=$((pos / 65536)) count=$((l / 65536)) status=none |
+			"$V" write "$1" --offset "$o"
+		pos=$((pos + l))
+	done <plan.txt
+}
+apply_qcow2() {
+	local pos=0 o l cmds=()
+	while read -r o l; do
+		dd if=data.bin of=ext.bin bs=64K skip=$((pos / 65536)) count=$((l / 65536)) status=none
+		qemu-io -f qcow2 -c "write -q -s ext.bin $o $l" "$1" >/dev/null
+		pos=$((pos + l))
+	done <plan.txt
+}
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -a tv tq tc
+for ((r = 0; r < RUNS; r++)); do
+	rm -f ./*.vhd ./*.qcow2 copy.bin
+	"$V" create base.vhd "$SIZE" >/dev/null
+	"$V" create --parent base.vhd child.vhd >/dev/null
+	apply_vhd child.vhd
+	qemu-img create -q -f qcow2 base.qcow2 "$SIZE"
+	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 child.qcow2
+	apply_qcow2 child.qcow2
+	sync
+	tv+=("$(t "$V" merge child.vhd)")
+	tq+=("$(t sh -c 'qemu-img commit -q child.qcow2 && sync base.qcow2')")
+	tc+=("$(t dd if=data.bin of=copy.bin bs=4M conv=fsync status=none)")
+done
+mv=$(printf '%s\n' "${tv[@]}" | median)
+mq=$(printf '%s\n' "${tq[@]}" | median)
+mc=$(printf '%s\n' "${tc[@]}" | median)
+printf '%-34s %8s s\n' "vhdtool merge (durable)" "$mv" "qemu-img commit qcow2 + sync" "$mq" \
+	"plain copy of the changed bytes" "$mc"
+printf 'ratio vhdtool/qemu-img commit: %.2f\n' "$(echo "$mv / $mq" | bc -l)"
+printf 'ratio vhdtool/plain copy:      %.2f (target <= 1.2)\n' "$(echo "$mv / $mc" | bc -l)"
