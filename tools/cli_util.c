@@ -101,7 +101,7 @@ void cli_human_size(uint64_t v, char *buf, size_t len)
 	else if (d == (double)(uint64_t)d)
 		snprintf(buf, len, "%llu %s", (unsigned long long)d, units[u]);
 	else
-		snprintf(buf, len, "%.3g %s", d, units[u]);
+		snprintf(buf, len, d >= 100 ? "%.0f %s" : d >= 10 ? "%.1f %s" : "%.2f %s", d, units[u]);
 }
 
 void cli_print_json(struct json_object *o)
