@@ -58,6 +58,37 @@ psum=$(sha256sum p.vhd)
 [ "$(json_get info.json allocated-blocks)" = 1 ] || die "blocks left: $(json_get info.json allocated-blocks)"
 expect_check_clean c.vhd
 
+# locator data after the blocks (set-parent had to put a long path at the
+# end of a child whose locator spaces are one sector): compact must neither
+# overwrite nor cut it off
+rm -f p.vhd c.vhd
+long=$(printf 'y%.0s' {1..200})
+mkdir -p "$long/$long"
+"$V" create -b 64K p.vhd 4M >/dev/null
+head -c 1M /dev/urandom >ref.raw && truncate -s 4M ref.raw
+"$V" write p.vhd ref.raw
+"$V" create --parent p.vhd c.vhd >/dev/null
+head -c 300K /dev/urandom >chunk
+"$V" write c.vhd --offset 100000 chunk
+dd if=chunk of=ref.raw bs=1 seek=100000 conv=notrunc status=none
+python3 - c.vhd <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b"); f.seek(512); h = bytearray(f.read(1024))
+for i in range(8):
+    o = 576 + 24 * i
+    if struct.unpack(">I", h[o:o+4])[0]:
+        h[o+4:o+8] = struct.pack(">I", 1)          # one sector of space
+h[36:40] = b"\0\0\0\0"
+h[36:40] = struct.pack(">I", ~sum(h) & 0xffffffff)
+f.seek(512); f.write(h)
+PY
+mv p.vhd "$long/$long/p.vhd"
+"$V" set-parent c.vhd "$long/$long/p.vhd" >/dev/null
+expect_check_clean c.vhd
+"$V" compact c.vhd >/dev/null
+expect_check_clean c.vhd
+"$V" read c.vhd | cmp - ref.raw >/dev/null || die "compact broke a child with locators after its blocks"
+
 # refusals
 "$V" create -t fixed f.vhd 1M >/dev/null
 if "$V" compact f.vhd 2>err.txt; then die "compact of a fixed disk not refused"; fi

@@ -58,6 +58,8 @@ int cmd_convert(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_set_parent(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);

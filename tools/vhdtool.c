@@ -22,6 +22,8 @@ static const struct command {
 	{"compare", cmd_compare, "compare the contents of two disks"},
 	{"merge", cmd_merge, "merge a differencing disk into its parent (Merge-VHD)"},
 	{"compact", cmd_compact, "give back space of zero blocks (Optimize-VHD)"},
+	{"set-parent", cmd_set_parent, "repoint a differencing disk at its moved parent"},
+	{"rebase", cmd_rebase, "change a differencing disk's parent keeping its content"},
 	{"repair", cmd_repair, "fix what can be fixed without losing data"},
 };
 

@@ -122,11 +122,59 @@ static int drop_if_empty(struct vhd_image *img, uint32_t b, bool against_parent,
 	return 1;
 }
 
+/* Regions that never move: the dynamic header, the BAT and locator data
+ * (they may sit between blocks in files others wrote). */
+struct fixed {
+	uint64_t start, end;
+};
+
+static size_t fixed_regions(const struct vhd_image *img, struct fixed *f)
+{
+	size_t n = 0;
+
+	f[n++] = (struct fixed){img->footer.data_offset, img->footer.data_offset + VHD_DYNHDR_SIZE};
+	f[n++] = (struct fixed){img->hdr.table_offset,
+				img->hdr.table_offset + round_up(4ull * img->hdr.max_table_entries,
+								 VHD_SECTOR_SIZE)};
+	for (int i = 0; i < VHD_NR_LOCATORS; i++) {
+		const struct vhd_locator *l = &img->hdr.loc[i];
+		uint64_t len = vhd_locator_space_bytes(l->data_space);
+
+		if (l->code == VHD_PLAT_NONE)
+			continue;
+		if (len < l->data_length)
+			len = l->data_length;
+		f[n++] = (struct fixed){l->data_offset, l->data_offset + round_up(len, VHD_SECTOR_SIZE)};
+	}
+	return n;
+}
+
+/* The first place >= target (data 4 KiB aligned) where span bytes touch no
+ * fixed region. */
+static uint64_t free_place(uint64_t target, uint64_t bitmap, uint64_t span,
+			   const struct fixed *f, size_t nf)
+{
+	for (;;) {
+		uint64_t to = round_up(target + bitmap, 4096) - bitmap;
+		bool clash = false;
+
+		for (size_t i = 0; i < nf; i++)
+			if (to < f[i].end && f[i].start < to + span) {
+				target = f[i].end;
+				clash = true;
+			}
+		if (!clash)
+			return to;
+	}
+}
+
 /* Step 2: move blocks down into unreferenced space, in file order. */
 static int pack(struct vhd_image *img, uint64_t floor, uint64_t *end_out, struct vhd_compact_stats *st)
 {
 	uint64_t span = (uint64_t)img->bitmap_size + img->block_size;
 	struct blk *list = malloc((img->nr_allocated + 1) * sizeof(*list));
+	struct fixed fixed[2 + VHD_NR_LOCATORS];
+	size_t nf = fixed_regions(img, fixed);
 	uint8_t *buf = NULL;
 	size_t n = 0;
 	uint64_t target = floor;
@@ -141,7 +189,7 @@ static int pack(struct vhd_image *img, uint64_t floor, uint64_t *end_out, struct
 			list[n++] = (struct blk){i, block_file_offset(img, i)};
 	qsort(list, n, sizeof(*list), blk_cmp);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t to = round_up(target + img->bitmap_size, 4096) - img->bitmap_size;
+		uint64_t to = free_place(target, img->bitmap_size, span, fixed, nf);
 
 		if (to + span <= list[i].offset) {
 			ret = pread_full(img->fd, buf, span, list[i].offset);
@@ -161,6 +209,10 @@ static int pack(struct vhd_image *img, uint64_t floor, uint64_t *end_out, struct
 			target = list[i].offset + span;
 		}
 	}
+	/* never cut below a fixed region */
+	for (size_t i = 0; i < nf; i++)
+		if (fixed[i].end > target)
+			target = fixed[i].end;
 	*end_out = target;
 out:
 	free(buf);
@@ -225,8 +277,6 @@ int vhd_compact(const char *path, bool against_parent, const struct vhd_open_opt
 	ret = pack(img, floor, &end, st);
 	if (ret < 0)
 		goto io_fail;
-	if (img->nr_allocated == 0)
-		end = floor; /* nothing left: end right where blocks began */
 	if (end < img->footer_pos) {
 		uint8_t foot[VHD_FOOTER_SIZE];
 

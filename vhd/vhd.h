@@ -388,4 +388,22 @@ struct vhd_repair_report {
 int vhd_repair(const char *path, const struct vhd_open_opts *opts, bool dry_run,
 	       struct vhd_repair_report *report, struct vhd_err *err);
 
+/* ---- set-parent and rebase (Set-VHD -ParentPath, qemu-img rebase) ----------
+ * set-parent repoints CHILD's locators, parent name, unique id and timestamp
+ * at NEWPARENT.  Without force, NEWPARENT must carry the unique id CHILD
+ * records (the parent was moved or copied); with force it may be another
+ * disk and the child's visible content may change (said through opts->warn).
+ * CHILD's current parent need not open.  rebase keeps the child's visible
+ * content while changing its parent: every sector where the old and the new
+ * chain differ and the child does not hold data is copied into the child
+ * first (the old parent must open).  Both refuse a non-differencing CHILD,
+ * NEWPARENT == CHILD and a NEWPARENT whose chain contains CHILD (-ELOOP).
+ * CHILD is always locked exclusively; VHD_OPEN_NO_LOCK and parent_dir in
+ * opts apply to the parents.  Crash-safe: CHILD opens over its old or its
+ * new parent at any point, and calling again finishes (see setparent.c). */
+int vhd_set_parent(const char *child, const char *new_parent, bool force,
+		   const struct vhd_open_opts *opts, struct vhd_err *err);
+int vhd_rebase(const char *child, const char *new_parent, const struct vhd_open_opts *opts,
+	       vhd_progress_fn progress, void *progress_ctx, struct vhd_err *err);
+
 #endif
