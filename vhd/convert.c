@@ -134,7 +134,7 @@ static int copy_data(struct vhd_disk *in, struct vhd_disk *out, const struct vhd
 			st->bytes_skipped += n - written;
 			off += n;
 			since_kick += written;
-			if (since_kick >= WRITEBACK_EVERY) {
+			if (since_kick >= WRITEBACK_EVERY && !o->no_sync) {
 				vhd_disk_start_writeback(out);
 				since_kick = 0;
 			}

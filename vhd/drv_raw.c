@@ -16,6 +16,7 @@
 struct raw {
 	int fd;
 	bool writable;
+	bool no_sync;  /* VHD_OPEN_NO_SYNC: no fdatasync on close */
 	bool seekable; /* SEEK_DATA works here */
 	uint64_t size;
 };
@@ -64,6 +65,7 @@ static int raw_open(const char *path, const struct vhd_open_opts *opts, void **p
 		goto fail;
 	}
 	r->writable = writable;
+	r->no_sync = opts && (opts->flags & VHD_OPEN_NO_SYNC);
 	*priv = r;
 	*size = r->size;
 	return 0;
@@ -79,7 +81,7 @@ static int raw_close(void *priv)
 	struct raw *r = priv;
 	int ret = 0;
 
-	if (r->writable && fdatasync(r->fd) < 0)
+	if (r->writable && !r->no_sync && fdatasync(r->fd) < 0)
 		ret = -errno;
 	close(r->fd);
 	free(r);

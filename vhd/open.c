@@ -287,7 +287,7 @@ int vhd_close(struct vhd_image *img)
 
 	if (!img)
 		return 0;
-	if (img->writable)
+	if (img->writable && !img->no_sync)
 		ret = vhd_flush(img);
 	image_free(img);
 	return ret;

@@ -63,9 +63,10 @@ enum vhd_open_flags {
 	VHD_OPEN_NO_PARENT = 1u << 2, /* do not resolve the parent of a diff disk:
 				       * reads of parent ranges fail with -ENOLINK */
 	VHD_OPEN_DIRECT = 1u << 3,   /* O_DIRECT on every file of the chain        */
-	VHD_OPEN_NO_SYNC = 1u << 4,  /* no fdatasync between data and metadata:
-				      * only for files nobody can see yet (a
-				      * convert's output before its rename) */
+	VHD_OPEN_NO_SYNC = 1u << 4,  /* no fdatasync between data and metadata,
+				      * nor on close (only vhd_flush syncs): for
+				      * files nobody can see yet (a convert's
+				      * output before its rename) */
 };
 
 struct vhd_open_opts {
@@ -405,5 +406,29 @@ int vhd_set_parent(const char *child, const char *new_parent, bool force,
 		   const struct vhd_open_opts *opts, struct vhd_err *err);
 int vhd_rebase(const char *child, const char *new_parent, const struct vhd_open_opts *opts,
 	       vhd_progress_fn progress, void *progress_ctx, struct vhd_err *err);
+
+/* ---- resize (Resize-VHD) -------------------------------------------------
+ * Grows fixed, dynamic and differencing disks (the BAT grows, in place or
+ * relocated to the end of the file, crash-safely); the new range reads as
+ * zeros.  new_size is rounded up to a sector (at most VHD_MAX_SIZE; disks
+ * sized by CHS, creators "vpc "/"qemu", get the nearest geometry above).
+ * Shrinks only when everything between the new and the old end reads as
+ * zeros through the chain (else -ENOTEMPTY, res->first_allocated_beyond =
+ * the first non-zero sector, named in err), unless discard: then blocks
+ * wholly beyond the new end are dropped.  A differencing disk may grow past
+ * its parent; growing one over a larger parent's data is -ENOTEMPTY.
+ * Refused (-EBUSY): footer says "saved state", a merge is pending, the image
+ * is in use; images that do not open read-write are refused by vhd_open.
+ * Opens the chain (VHD_OPEN_NO_PARENT and VHD_OPEN_DIRECT are ignored).
+ * A crash leaves the old or the new size with matching content; at most a
+ * warning (footer copy / fixed-disk slack) that calling again with the same
+ * size clears (see resize.c). */
+struct vhd_resize_result {
+	uint64_t old_size, new_size;      /* visible sizes before and after */
+	uint64_t first_allocated_beyond;  /* when a shrink is refused */
+};
+int vhd_resize(const char *path, uint64_t new_size, bool discard,
+	       const struct vhd_open_opts *opts, struct vhd_resize_result *res,
+	       struct vhd_err *err);
 
 #endif
