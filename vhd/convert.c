@@ -169,6 +169,13 @@ int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const cha
 		vhd_err_set(err, "%s: already exists (pass --force to replace it)", dst);
 		return -EEXIST;
 	}
+	if (o->out_format == VHD_FMT_VHD && o->block_size &&
+	    (o->block_size < VHD_MIN_BLOCK_SIZE || o->block_size > VHD_MAX_BLOCK_SIZE ||
+	     (o->block_size & (o->block_size - 1)))) {
+		vhd_err_set(err, "%s: block size: %u is not a power of two between 512 bytes and 256 MiB",
+			    dst, o->block_size);
+		return -EINVAL;
+	}
 	in_opts.flags &= ~(unsigned)VHD_OPEN_RDWR;
 	ret = vhd_disk_open(src, o->src_format, &in_opts, &in, err);
 	if (ret < 0)
@@ -200,10 +207,11 @@ int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const cha
 	ret = vhd_disk_open(tmp, o->out_format, &out_opts, &out, err);
 	if (ret < 0)
 		goto fail;
+	st->virtual_size = vhd_disk_size(out); /* a VHD rounds up to a sector */
 	ret = copy_data(in, out, o, st, src, err);
 	if (ret < 0)
 		goto fail;
-	st->bytes_skipped += size - st->source_size; /* the Azure padding */
+	st->bytes_skipped += st->virtual_size - st->source_size; /* padding to a MiB or sector */
 	ret = o->no_sync ? 0 : vhd_disk_flush(out);
 	if (ret == 0)
 		ret = vhd_disk_close(out);
