@@ -57,6 +57,7 @@ int cmd_create(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_set_parent(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);

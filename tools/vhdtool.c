@@ -21,6 +21,7 @@ static const struct command {
 	{"convert", cmd_convert, "copy a disk into a new raw or VHD image (Convert-VHD)"},
 	{"compare", cmd_compare, "compare the contents of two disks"},
 	{"merge", cmd_merge, "merge a differencing disk into its parent (Merge-VHD)"},
+	{"resize", cmd_resize, "grow or shrink a disk (Resize-VHD)"},
 	{"compact", cmd_compact, "give back space of zero blocks (Optimize-VHD)"},
 	{"set-parent", cmd_set_parent, "repoint a differencing disk at its moved parent"},
 	{"rebase", cmd_rebase, "change a differencing disk's parent keeping its content"},
