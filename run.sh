@@ -12,7 +12,7 @@ top=$(pwd)
 
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
           libjson-c-dev libfuse3-dev fuse3 liburing-dev zlib1g-dev libblkid-dev
-          qemu-utils python3 e2fsprogs)
+          qemu-utils python3 e2fsprogs strace util-linux bc)
 
 install_missing() {
 	local missing=()

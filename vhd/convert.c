@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
  * the final fsync (which makes the output durable before it is renamed
  * into place) does not stall on the whole output at once. */
 #define WRITEBACK_EVERY (32u << 20)
+#define READ_AHEAD (16u << 20)
 
 bool vhd_buf_is_zero(const void *buf, size_t len)
 {
@@ -92,58 +94,165 @@ static int make_output(const char *tmp, const struct vhd_convert_opts *o, uint64
 	}
 }
 
+/* Reading and writing overlap: a reader thread maps the source and fills a
+ * small ring of chunk buffers while this thread checks them for zeros and
+ * writes them (qemu-img keeps several requests in flight for the same
+ * reason).  Slots come back in source order. */
+#define SLOTS 4
+
+struct slot {
+	uint64_t off, len;
+	bool data;              /* false: a run that reads as zeros, nothing read */
+	uint8_t *buf;
+};
+
+struct pipeline {
+	struct vhd_disk *in;
+	uint64_t size;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	struct slot slots[SLOTS];
+	unsigned head, count;   /* filled slots: head .. head+count-1 */
+	bool done, stop;
+	int ret;                /* reader's error */
+	uint64_t err_off;
+	const char *err_what;
+};
+
+static void *reader(void *arg)
+{
+	struct pipeline *p = arg;
+	uint64_t off = 0;
+	int ret = 0;
+
+	while (off < p->size) {
+		struct vhd_extent e;
+		struct slot *sl;
+		uint64_t win = p->size - off < MAP_WINDOW ? p->size - off : MAP_WINDOW;
+
+		bool stop;
+
+		pthread_mutex_lock(&p->lock);
+		while (p->count == SLOTS && !p->stop)
+			pthread_cond_wait(&p->changed, &p->lock);
+		sl = &p->slots[(p->head + p->count) % SLOTS];
+		stop = p->stop;
+		pthread_mutex_unlock(&p->lock);
+		if (stop)
+			break;
+		ret = vhd_disk_map(p->in, off, win, &e);
+		if (ret < 0) {
+			p->err_what = "mapping";
+			break;
+		}
+		sl->off = off;
+		sl->data = e.kind != VHD_EXT_ZERO;
+		if (sl->data) {
+			/* up to the next chunk boundary, so writes stay aligned */
+			sl->len = CHUNK - off % CHUNK < e.length ? CHUNK - off % CHUNK : e.length;
+			if (e.fd >= 0 && e.length > sl->len)
+				posix_fadvise(e.fd, (off_t)(e.file_offset + sl->len),
+					      (off_t)(e.length - sl->len < READ_AHEAD ? e.length - sl->len
+										 : READ_AHEAD),
+					      POSIX_FADV_WILLNEED);
+			ret = vhd_disk_pread(p->in, sl->buf, sl->len, off);
+			if (ret < 0) {
+				p->err_what = "reading";
+				break;
+			}
+		} else {
+			sl->len = e.length;
+		}
+		off += sl->len;
+		pthread_mutex_lock(&p->lock);
+		p->count++;
+		pthread_cond_broadcast(&p->changed);
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_lock(&p->lock);
+	p->ret = ret;
+	p->err_off = off;
+	p->done = true;
+	pthread_cond_broadcast(&p->changed);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
 static int copy_data(struct vhd_disk *in, struct vhd_disk *out, const struct vhd_convert_opts *o,
 		     struct vhd_convert_stats *st, const char *src, struct vhd_err *err)
 {
-	uint64_t size = vhd_disk_size(in), off = 0, since_kick = 0;
-	uint8_t *buf = NULL;
+	struct pipeline p = {.in = in, .size = vhd_disk_size(in)};
+	uint64_t since_kick = 0, done_bytes = 0;
+	pthread_t thread;
 	int ret = 0;
 
-	if (posix_memalign((void **)&buf, 4096, CHUNK))
-		return -ENOMEM;
-	while (off < size) {
-		struct vhd_extent e;
-		uint64_t win = size - off < MAP_WINDOW ? size - off : MAP_WINDOW;
-
-		ret = vhd_disk_map(in, off, win, &e);
-		if (ret < 0) {
-			vhd_err_set(err, "%s: mapping offset %" PRIu64 ": %s", src, off, strerror(-ret));
+	for (int i = 0; i < SLOTS; i++)
+		if (posix_memalign((void **)&p.slots[i].buf, 4096, CHUNK)) {
+			ret = -ENOMEM;
 			goto out;
 		}
-		if (e.kind == VHD_EXT_ZERO) {
-			st->bytes_skipped += e.length;
-			off += e.length;
-		} else {
-			/* read up to the next chunk boundary, so writes stay aligned */
-			uint64_t n = CHUNK - off % CHUNK, written = 0;
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.changed, NULL);
+	if (pthread_create(&thread, NULL, reader, &p)) {
+		ret = -EAGAIN;
+		goto out_sync;
+	}
+	for (;;) {
+		struct slot *sl;
+		uint64_t written = 0;
 
-			if (n > e.length)
-				n = e.length;
-			ret = vhd_disk_pread(in, buf, n, off);
+		pthread_mutex_lock(&p.lock);
+		while (p.count == 0 && !p.done)
+			pthread_cond_wait(&p.changed, &p.lock);
+		if (p.count == 0) {
+			pthread_mutex_unlock(&p.lock);
+			break;
+		}
+		sl = &p.slots[p.head];
+		pthread_mutex_unlock(&p.lock);
+
+		if (sl->data) {
+			st->bytes_read += sl->len;
+			ret = write_nonzero(out, sl->buf, sl->len, sl->off, &written);
 			if (ret < 0) {
-				vhd_err_set(err, "%s: reading offset %" PRIu64 ": %s", src, off, strerror(-ret));
-				goto out;
-			}
-			st->bytes_read += n;
-			ret = write_nonzero(out, buf, n, off, &written);
-			if (ret < 0) {
-				vhd_err_set(err, "writing output offset %" PRIu64 ": %s", off, strerror(-ret));
-				goto out;
+				vhd_err_set(err, "writing output offset %" PRIu64 ": %s", sl->off,
+					    strerror(-ret));
+				break;
 			}
 			st->bytes_written += written;
-			st->bytes_skipped += n - written;
-			off += n;
 			since_kick += written;
 			if (since_kick >= WRITEBACK_EVERY && !o->no_sync) {
 				vhd_disk_start_writeback(out);
 				since_kick = 0;
 			}
 		}
+		st->bytes_skipped += sl->len - written;
+		done_bytes = sl->off + sl->len;
 		if (o->progress)
-			o->progress(o->progress_ctx, off, size);
+			o->progress(o->progress_ctx, done_bytes, p.size);
+
+		pthread_mutex_lock(&p.lock);
+		p.head = (p.head + 1) % SLOTS;
+		p.count--;
+		pthread_cond_broadcast(&p.changed);
+		pthread_mutex_unlock(&p.lock);
 	}
+	pthread_mutex_lock(&p.lock);
+	p.stop = true;
+	pthread_cond_broadcast(&p.changed);
+	pthread_mutex_unlock(&p.lock);
+	pthread_join(thread, NULL);
+	if (ret == 0 && p.ret < 0) {
+		ret = p.ret;
+		vhd_err_set(err, "%s: %s offset %" PRIu64 ": %s", src, p.err_what, p.err_off,
+			    strerror(-ret));
+	}
+out_sync:
+	pthread_cond_destroy(&p.changed);
+	pthread_mutex_destroy(&p.lock);
 out:
-	free(buf);
+	for (int i = 0; i < SLOTS; i++)
+		free(p.slots[i].buf);
 	return ret;
 }
 
