@@ -114,6 +114,22 @@ static inline uint64_t block_file_offset(const struct vhd_image *img, uint32_t b
  * the trailing footer). */
 uint64_t next_block_offset(const struct vhd_image *img);
 
+/* Batched writes through the prepare/commit protocol (batch.c): the data of
+ * many pieces, one fdatasync, then every piece's metadata.  A batch flushes
+ * itself when max_plans pieces or max_bytes are pending. */
+struct write_batch {
+	struct vhd_image *img;
+	struct vhd_write_plan *plans;
+	size_t n, cap;
+	uint64_t bytes, max_bytes, since_kick;
+	bool commit;
+};
+
+int batch_init(struct write_batch *b, struct vhd_image *img, size_t max_plans, uint64_t max_bytes);
+int batch_write(struct write_batch *b, const void *buf, uint64_t len, uint64_t off);
+int batch_flush(struct write_batch *b);
+void batch_free(struct write_batch *b);
+
 void vhd_random_uuid(uint8_t uuid[16]);
 /* fsync of the directory holding path (after a rename into it). */
 int vhd_fsync_dir_of(const char *path);

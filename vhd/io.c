@@ -38,37 +38,19 @@ int vhd_pread(struct vhd_image *img, void *buf, uint64_t length, uint64_t offset
 	return 0;
 }
 
-/* Writes whole sectors [off, off+len) from buf: every piece is prepared
- * (blocks allocated), all data written, one fdatasync if any metadata is
- * pending, then all metadata published. */
+/* Writes whole sectors [off, off+len) from buf: every piece prepared (blocks
+ * allocated) and its data written, one fdatasync, then all metadata. */
 static int write_sectors(struct vhd_image *img, const uint8_t *buf, uint64_t len, uint64_t off)
 {
-	size_t max = (size_t)(len / (img->block_size ? img->block_size : len) + 2);
-	struct vhd_write_plan *plans = calloc(max, sizeof(*plans));
-	size_t n = 0;
-	bool sync = false;
-	int ret = 0;
+	size_t pieces = (size_t)(len / (img->block_size ? img->block_size : len) + 2);
+	struct write_batch b;
+	int ret = batch_init(&b, img, pieces, UINT64_MAX);
 
-	if (!plans)
-		return -ENOMEM;
-	for (uint64_t done = 0; done < len; n++) {
-		ret = vhd_write_prepare(img, off + done, len - done, &plans[n]);
-		if (ret < 0)
-			goto out;
-		ret = pwrite_full(plans[n].fd, buf + done, plans[n].length, plans[n].file_offset);
-		if (ret < 0)
-			goto out;
-		sync |= plans[n].needs_commit;
-		done += plans[n].length;
-	}
-	if (sync && !img->no_sync && fdatasync(img->fd) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	for (size_t i = 0; i < n && ret == 0; i++)
-		ret = vhd_write_commit(img, &plans[i]);
-out:
-	free(plans);
+	if (ret == 0)
+		ret = batch_write(&b, buf, len, off);
+	if (ret == 0)
+		ret = batch_flush(&b);
+	batch_free(&b);
 	return ret;
 }
 

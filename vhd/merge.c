@@ -35,11 +35,9 @@
 #include "internal.h"
 
 /* Data written per fdatasync: large batches keep the sync count low (the
- * metadata of a batch is published only after its data is durable), and
- * writeback is started as data is written so the sync finds little to do. */
+ * metadata of a batch is published only after its data is durable). */
 #define BATCH_BYTES (256u << 20)
 #define BATCH_PLANS 4096
-#define KICK_BYTES (16u << 20)
 #define MAX_MEMBERS VHD_MAX_CHAIN_DEPTH
 
 struct intent {
@@ -230,76 +228,19 @@ static int check_dependents(struct vhd_image *child, struct vhd_image *target,
 
 /* ---- copying ------------------------------------------------------------- */
 
-struct batch {
-	struct vhd_image *target;
-	struct vhd_write_plan plans[BATCH_PLANS];
-	size_t n;
-	uint64_t bytes, since_kick;
-	bool commit;
-};
-
-/* Data durable, then metadata published: one fdatasync per batch. */
-static int batch_flush(struct batch *b)
-{
-	int ret = 0;
-
-	if (b->commit && fdatasync(b->target->fd) < 0)
-		ret = -errno;
-	for (size_t i = 0; i < b->n && ret == 0; i++)
-		ret = vhd_write_commit(b->target, &b->plans[i]);
-	b->n = 0;
-	b->bytes = 0;
-	b->commit = false;
-	return ret;
-}
-
-static int batch_write(struct batch *b, const uint8_t *buf, uint64_t len, uint64_t off)
-{
-	while (len) {
-		struct vhd_write_plan *p;
-		int ret;
-
-		if (b->n == BATCH_PLANS || b->bytes >= BATCH_BYTES) {
-			ret = batch_flush(b);
-			if (ret < 0)
-				return ret;
-		}
-		p = &b->plans[b->n];
-		ret = vhd_write_prepare(b->target, off, len, p);
-		if (ret < 0)
-			return ret;
-		ret = pwrite_full(p->fd, buf, p->length, p->file_offset);
-		if (ret < 0)
-			return ret;
-		b->commit |= p->needs_commit;
-		b->bytes += p->length;
-		b->since_kick += p->length;
-		if (b->since_kick >= KICK_BYTES) {
-			sync_file_range(b->target->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-			b->since_kick = 0;
-		}
-		b->n++;
-		buf += p->length;
-		off += p->length;
-		len -= p->length;
-	}
-	return 0;
-}
-
 /* Copies every range the images above the target hold into the target. */
 static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image *target,
 		      const struct vhd_merge_opts *o, struct vhd_merge_stats *st, struct vhd_err *err)
 {
 	uint64_t size = child->virtual_size, off = 0;
-	struct batch *b = calloc(1, sizeof(*b));
+	struct write_batch batch, *b = &batch;
 	uint8_t *buf = NULL;
-	int ret = 0;
+	int ret = batch_init(b, target, BATCH_PLANS, BATCH_BYTES);
 
-	if (!b || posix_memalign((void **)&buf, 4096, VHD_DEFAULT_BLOCK_SIZE)) {
+	if (ret < 0 || posix_memalign((void **)&buf, 4096, VHD_DEFAULT_BLOCK_SIZE)) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	b->target = target;
 	while (off < size) {
 		struct vhd_extent e;
 		uint64_t n;
@@ -337,7 +278,7 @@ io_fail:
 		    target->path, strerror(-ret));
 out:
 	free(buf);
-	free(b);
+	batch_free(b);
 	return ret;
 }
 

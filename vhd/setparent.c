@@ -640,59 +640,7 @@ static int extent_read(const struct vhd_extent *e, uint8_t *buf, uint64_t len)
 	return -ENOLINK;
 }
 
-struct batch {
-	struct vhd_image *img;
-	struct vhd_write_plan plans[BATCH_PLANS];
-	size_t n;
-	uint64_t bytes;
-	bool commit;
-};
-
-/* Data durable, then the metadata published: one fdatasync per batch. */
-static int batch_flush(struct batch *b)
-{
-	int ret = 0;
-
-	if (b->commit)
-		ret = sync_data(b->img->fd);
-	for (size_t i = 0; i < b->n && ret == 0; i++)
-		ret = vhd_write_commit(b->img, &b->plans[i]);
-	b->n = 0;
-	b->bytes = 0;
-	b->commit = false;
-	return ret;
-}
-
-static int batch_write(struct batch *b, const uint8_t *buf, uint64_t len, uint64_t off)
-{
-	while (len) {
-		struct vhd_write_plan *p;
-		int ret;
-
-		if (b->n == BATCH_PLANS || b->bytes >= BATCH_BYTES) {
-			ret = batch_flush(b);
-			if (ret < 0)
-				return ret;
-		}
-		p = &b->plans[b->n];
-		ret = vhd_write_prepare(b->img, off, len, p);
-		if (ret < 0)
-			return ret;
-		ret = pwrite_full(p->fd, buf, p->length, p->file_offset);
-		if (ret < 0)
-			return ret;
-		b->commit |= p->needs_commit;
-		b->bytes += p->length;
-		b->n++;
-		buf += p->length;
-		off += p->length;
-		len -= p->length;
-	}
-	return 0;
-}
-
-/* Writes the sectors of [off, off+len) where old and new differ, from old. */
-static int write_differences(struct batch *b, const uint8_t *old, const uint8_t *new,
+static int write_differences(struct write_batch *b, const uint8_t *old, const uint8_t *new,
 			     uint64_t len, uint64_t off)
 {
 	uint64_t s = 0;
@@ -721,17 +669,16 @@ static int copy_differences(struct vhd_image *child, struct vhd_image *np, vhd_p
 			    void *progress_ctx, struct vhd_err *err)
 {
 	uint64_t size = child->virtual_size, off = 0;
-	struct batch *b = calloc(1, sizeof(*b));
+	struct write_batch batch, *b = &batch;
 	uint8_t *obuf = NULL, *nbuf = NULL;
 	const char *what = "mapping the child";
-	int ret = 0;
+	int ret = batch_init(b, child, BATCH_PLANS, BATCH_BYTES);
 
-	if (!b || posix_memalign((void **)&obuf, 4096, COPY_CHUNK) ||
+	if (ret < 0 || posix_memalign((void **)&obuf, 4096, COPY_CHUNK) ||
 	    posix_memalign((void **)&nbuf, 4096, COPY_CHUNK)) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	b->img = child;
 	while (off < size) {
 		struct vhd_extent e, eo, en;
 		uint64_t run_end;
@@ -794,7 +741,7 @@ fail:
 out:
 	free(obuf);
 	free(nbuf);
-	free(b);
+	batch_free(b);
 	return ret;
 }
 
