@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "randtest.h"
+#include "ptrace_probe.h"
 #include "vhd.h"
 
 #define SECTOR 512u
@@ -429,25 +430,9 @@ struct stats {
 
 static bool have_ptrace;
 
-/* Can we trace a child here (containers may forbid ptrace)? */
 static void probe_ptrace(void)
 {
-	int status;
-	pid_t pid = fork();
-
-	CHECK(pid >= 0);
-	if (pid == 0) {
-		if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
-			_exit(1);
-		raise(SIGSTOP);
-		_exit(0);
-	}
-	if (waitpid(pid, &status, 0) == pid && WIFSTOPPED(status)) {
-		have_ptrace = ptrace(PTRACE_SETOPTIONS, pid, NULL,
-				     (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)) == 0;
-		kill(pid, SIGKILL);
-	}
-	waitpid(pid, &status, 0);
+	have_ptrace = ptrace_available();
 }
 
 /* Steps the stopped tracee from syscall to syscall and kills it at the entry

@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "ptrace_probe.h"
 #include "randtest.h"
 
 #define SECTOR 512u
@@ -843,22 +844,7 @@ static bool have_ptrace;
 
 static void probe_ptrace(void)
 {
-	int status;
-	pid_t pid = fork();
-
-	CHECK(pid >= 0);
-	if (pid == 0) {
-		if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
-			_exit(1);
-		raise(SIGSTOP);
-		_exit(0);
-	}
-	if (waitpid(pid, &status, 0) == pid && WIFSTOPPED(status)) {
-		have_ptrace = ptrace(PTRACE_SETOPTIONS, pid, NULL,
-				     (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)) == 0;
-		kill(pid, SIGKILL);
-	}
-	waitpid(pid, &status, 0);
+	have_ptrace = ptrace_available();
 }
 
 static __attribute__((noreturn)) void run_op(enum op op, const char *c, const char *np, bool traced)
