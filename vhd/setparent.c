@@ -569,11 +569,29 @@ static int check_ids(struct vhd_image *child, const struct vhd_image *np, const 
 	return 0;
 }
 
+/* Common end of set-parent and rebase: close both images (the child's
+ * close flushes) and make sure a failure has a sentence. */
+static int close_both(struct vhd_image *img, struct vhd_image *np, const char *child,
+		      const char *what, int ret, struct vhd_err *err)
+{
+	int cret;
+
+	vhd_close(np);
+	cret = vhd_close(img);
+	if (ret == 0 && cret < 0) {
+		ret = cret;
+		vhd_err_set(err, "%s: flushing: %s", child, strerror(-ret));
+	}
+	if (ret < 0 && err && !err->msg[0])
+		vhd_err_set(err, "%s: %s: %s", child, what, strerror(-ret));
+	return ret;
+}
+
 int vhd_set_parent(const char *child, const char *new_parent, bool force,
 		   const struct vhd_open_opts *opts, struct vhd_err *err)
 {
 	struct vhd_image *img = NULL, *np = NULL;
-	int ret, cret;
+	int ret;
 
 	if (err)
 		err->msg[0] = 0;
@@ -588,15 +606,7 @@ int vhd_set_parent(const char *child, const char *new_parent, bool force,
 		goto out;
 	ret = repoint(img, child, np, new_parent, err);
 out:
-	vhd_close(np);
-	cret = vhd_close(img);
-	if (ret == 0 && cret < 0) {
-		ret = cret;
-		vhd_err_set(err, "%s: flushing: %s", child, strerror(-ret));
-	}
-	if (ret < 0 && err && !err->msg[0])
-		vhd_err_set(err, "%s: set-parent: %s", child, strerror(-ret));
-	return ret;
+	return close_both(img, np, child, "set-parent", ret, err);
 }
 
 /* ---- rebase ----------------------------------------------------------------- */
@@ -751,7 +761,7 @@ int vhd_rebase(const char *child, const char *new_parent, const struct vhd_open_
 	struct vhd_open_opts po = parent_opts(opts, 0);
 	struct vhd_image *img = NULL, *np = NULL;
 	struct vhd_err perr = {{0}};
-	int ret, cret;
+	int ret;
 
 	if (err)
 		err->msg[0] = 0;
@@ -785,13 +795,5 @@ int vhd_rebase(const char *child, const char *new_parent, const struct vhd_open_
 		goto out;
 	ret = repoint(img, child, np, new_parent, err);
 out:
-	vhd_close(np);
-	cret = vhd_close(img);
-	if (ret == 0 && cret < 0) {
-		ret = cret;
-		vhd_err_set(err, "%s: flushing: %s", child, strerror(-ret));
-	}
-	if (ret < 0 && err && !err->msg[0])
-		vhd_err_set(err, "%s: rebase: %s", child, strerror(-ret));
-	return ret;
+	return close_both(img, np, child, "rebase", ret, err);
 }
