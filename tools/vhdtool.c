@@ -26,6 +26,7 @@ static const struct command {
 	{"set-parent", cmd_set_parent, "repoint a differencing disk at its moved parent"},
 	{"rebase", cmd_rebase, "change a differencing disk's parent keeping its content"},
 	{"repair", cmd_repair, "fix what can be fixed without losing data"},
+	{"serve", cmd_serve, "serve disks over NBD (one-off, or captive with --run)"},
 };
 
 static void usage(FILE *out)
@@ -41,7 +42,7 @@ static void usage(FILE *out)
 		"\n"
 		"Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out,
 		"\n"
 		"Options every command accepts:\n"

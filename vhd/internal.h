@@ -8,9 +8,11 @@
 #include "format.h"
 #include "vhd.h"
 
-/* Bitmaps of allocated blocks are cached in a small direct-mapped table so
- * that memory does not grow with disk size (2 TiB disk: BAT 4 MiB + this). */
-#define VHD_BITMAP_CACHE_SLOTS 64
+/* Bitmaps of allocated blocks are cached in a direct-mapped table so that
+ * memory does not grow with disk size (2 TiB disk: BAT 4 MiB + at most 1024
+ * bitmaps, 512 KiB with 2 MiB blocks).  1024 slots keep a server's random
+ * reads over a few GiB of a chain off the disk for metadata. */
+#define VHD_BITMAP_CACHE_SLOTS 1024
 
 struct bitmap_slot {
 	uint32_t block;  /* VHD_BAT_UNUSED = empty slot */

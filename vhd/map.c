@@ -24,9 +24,12 @@ int bitmap_get(struct vhd_image *img, uint32_t block, uint8_t **bits)
 		return 0;
 	}
 	if (!s->bits) {
-		s->bits = malloc(img->bitmap_size);
-		if (!s->bits)
+		void *p = NULL;
+
+		/* Aligned: the read below may go through O_DIRECT. */
+		if (posix_memalign(&p, 4096, img->bitmap_size))
 			return -ENOMEM;
+		s->bits = p;
 	}
 	s->block = VHD_BAT_UNUSED;
 	ret = pread_full(img->fd, s->bits, img->bitmap_size, block_file_offset(img, block));

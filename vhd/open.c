@@ -347,6 +347,11 @@ bool vhd_is_writable(const struct vhd_image *img)
 	return img->writable;
 }
 
+int vhd_fd(const struct vhd_image *img)
+{
+	return img->fd;
+}
+
 struct vhd_image *vhd_parent(const struct vhd_image *img)
 {
 	return img->parent;

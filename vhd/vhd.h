@@ -138,6 +138,9 @@ void vhd_get_info(const struct vhd_image *img, struct vhd_info *info);
 const char *vhd_path(const struct vhd_image *img);
 uint64_t vhd_virtual_size(const struct vhd_image *img);
 bool vhd_is_writable(const struct vhd_image *img);
+/* The descriptor of this image's own file, for engines that submit I/O to
+ * extents and fdatasync the leaf themselves.  Owned by img: do not close. */
+int vhd_fd(const struct vhd_image *img);
 /* The parent image of a differencing disk (NULL for the base or when opened
  * with VHD_OPEN_NO_PARENT); owned by img. */
 struct vhd_image *vhd_parent(const struct vhd_image *img);

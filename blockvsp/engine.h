@@ -1,0 +1,51 @@
+/* engine.h - the engine's workers, for the front doors inside blockvsp/.
+ *
+ * A worker is a thread with one io_uring.  Everything a connection does
+ * (socket I/O, engine requests, replies) runs on the worker it was handed
+ * to, so no request crosses threads.  Completions carry a struct vsp_io *
+ * as user_data; the worker calls io->complete(io, res).
+ */
+#ifndef VSP_ENGINE_H
+#define VSP_ENGINE_H
+
+#include <liburing.h>
+#include <pthread.h>
+
+#include "vsp.h"
+
+struct vsp_call;
+
+struct vsp_worker {
+	struct vsp_engine *engine;
+	unsigned id;
+	pthread_t thread;
+	bool started;
+	struct io_uring ring;
+	/* Mailbox: other threads post calls; the eventfd wakes the ring. */
+	int efd;
+	uint64_t efd_value;
+	struct vsp_io efd_io;
+	pthread_mutex_t mbox_lock;
+	struct vsp_call *mbox_head, *mbox_tail;
+	bool stop;
+};
+
+struct vsp_engine {
+	struct vsp_engine_opts opts;
+	unsigned nr_workers;
+	struct vsp_worker *workers;
+	unsigned next_worker;      /* round robin (atomic) */
+	void *zeros;               /* VSP_ZERO_BUF bytes of zeros, 4 KiB aligned */
+};
+
+#define VSP_ZERO_BUF (1u << 20)
+
+/* A free submission entry on w's ring (submits what is queued when the ring
+ * is full).  Worker thread only. */
+struct io_uring_sqe *vsp_worker_sqe(struct vsp_worker *w);
+/* Runs fn(arg) on w's thread soon.  Any thread. */
+int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg);
+/* The next worker for a new connection.  Any thread. */
+struct vsp_worker *vsp_engine_pick_worker(struct vsp_engine *e);
+
+#endif
