@@ -25,6 +25,7 @@ static int check_one(const char *path, const struct vhd_open_opts *opts,
 	img->path = strdup(path);
 	for (int i = 0; i < VHD_BITMAP_CACHE_SLOTS; i++)
 		img->cache[i].block = VHD_BAT_UNUSED;
+	img->data_fd = -1;
 	img->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (!img->path || img->fd < 0) {
 		ret = img->path ? -errno : -ENOMEM;

@@ -26,7 +26,8 @@ struct pending_alloc {
 
 struct vhd_image {
 	char *path;
-	int fd;
+	int fd;                     /* metadata (and data without O_DIRECT) */
+	int data_fd;                /* -1, or a second O_DIRECT descriptor for data */
 	bool writable;
 	bool locked;
 	bool no_sync;               /* VHD_OPEN_NO_SYNC */
@@ -104,6 +105,15 @@ int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 static inline uint64_t round_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
+}
+
+/* Data goes through data_fd when the image was opened with O_DIRECT;
+ * metadata always through fd and the page cache, so that allocating a block
+ * costs no synchronous device write: the fdatasync that orders data before
+ * the BAT entry flushes both. */
+static inline int image_data_fd(const struct vhd_image *img)
+{
+	return img->data_fd >= 0 ? img->data_fd : img->fd;
 }
 
 static inline uint64_t block_file_offset(const struct vhd_image *img, uint32_t block)

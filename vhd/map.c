@@ -74,7 +74,7 @@ static int map_one(struct vhd_image *img, uint64_t off, uint64_t len, struct vhd
 	e->file_offset = 0;
 	if (img->footer.disk_type == VHD_TYPE_FIXED) {
 		e->kind = VHD_EXT_DATA;
-		e->fd = img->fd;
+		e->fd = image_data_fd(img);
 		e->file_offset = off;
 		e->length = len;
 		return 0;
@@ -105,7 +105,7 @@ static int map_one(struct vhd_image *img, uint64_t off, uint64_t len, struct vhd
 		e->length = (run_end < want_end ? run_end : want_end) - in_block;
 		if (vhd_bit_test(bm, s)) {
 			e->kind = VHD_EXT_DATA;
-			e->fd = img->fd;
+			e->fd = image_data_fd(img);
 			e->file_offset = block_file_offset(img, block) + img->bitmap_size + in_block;
 		} else {
 			e->kind = absent;

@@ -43,6 +43,8 @@ void image_free(struct vhd_image *img)
 		return;
 	image_free(img->parent);
 	bitmap_cache_drop(img);
+	if (img->data_fd >= 0)
+		close(img->data_fd);
 	if (img->fd >= 0)
 		close(img->fd); /* also releases the flock */
 	free(img->bat);
@@ -58,6 +60,7 @@ static struct vhd_image *image_new(const char *path)
 	if (!img)
 		return NULL;
 	img->fd = -1;
+	img->data_fd = -1;
 	img->path = strdup(path);
 	if (!img->path) {
 		free(img);
@@ -77,8 +80,6 @@ static int image_open_file(struct vhd_image *img, bool writable, const struct vh
 	struct stat st;
 	int ret;
 
-	if (opts && (opts->flags & VHD_OPEN_DIRECT))
-		flags |= O_DIRECT;
 	img->fd = open(img->path, flags);
 	if (img->fd < 0) {
 		ret = -errno;
@@ -103,6 +104,34 @@ static int image_open_file(struct vhd_image *img, bool writable, const struct vh
 			return ret;
 		}
 		img->locked = true;
+	}
+	return 0;
+}
+
+/* With VHD_OPEN_DIRECT, data goes through a second descriptor opened with
+ * O_DIRECT; metadata (parsed at any alignment, and small) stays on the first
+ * one and in the page cache.  The second open must reach the same file. */
+static int image_go_direct(struct vhd_image *img, const struct vhd_open_opts *opts,
+			   struct vhd_diag *d)
+{
+	struct stat a, b;
+	int ret;
+
+	if (!opts || !(opts->flags & VHD_OPEN_DIRECT))
+		return 0;
+	img->data_fd = open(img->path, (img->writable ? O_RDWR : O_RDONLY) | O_DIRECT |
+					       O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (img->data_fd < 0) {
+		ret = -errno;
+		vhd_err_set(d->err, "%s: cannot use O_DIRECT (%s); the file system may not "
+				    "support it: use the page cache instead",
+			    img->path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(img->fd, &a) < 0 || fstat(img->data_fd, &b) < 0 || a.st_dev != b.st_dev ||
+	    a.st_ino != b.st_ino) {
+		vhd_err_set(d->err, "%s: the file was replaced while it was being opened", img->path);
+		return -ESTALE;
 	}
 	return 0;
 }
@@ -196,7 +225,8 @@ int image_open_parent(struct vhd_image *img, const struct vhd_open_opts *opts,
 		}
 		p->depth = img->depth + 1;
 		p->child = img;
-		if (image_open_file(p, false, opts, &pd) < 0 || image_load(p, &pd) < 0) {
+		if (image_open_file(p, false, opts, &pd) < 0 || image_load(p, &pd) < 0 ||
+		    image_go_direct(p, opts, &pd) < 0) {
 			snprintf(whybuf, sizeof(whybuf), "%s", perr.msg[0] ? perr.msg : "unreadable");
 			why = whybuf;
 			goto next;
@@ -261,6 +291,9 @@ int vhd_open(const char *path, const struct vhd_open_opts *opts, struct vhd_imag
 	if (ret < 0)
 		goto fail;
 	ret = image_load(img, &d);
+	if (ret < 0)
+		goto fail;
+	ret = image_go_direct(img, opts, &d);
 	if (ret < 0)
 		goto fail;
 	if (writable && (!img->footer_checksum_ok || img->used_head_footer)) {
@@ -349,7 +382,7 @@ bool vhd_is_writable(const struct vhd_image *img)
 
 int vhd_fd(const struct vhd_image *img)
 {
-	return img->fd;
+	return image_data_fd(img);
 }
 
 struct vhd_image *vhd_parent(const struct vhd_image *img)

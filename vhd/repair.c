@@ -170,6 +170,7 @@ int vhd_repair(const char *path, const struct vhd_open_opts *opts, bool dry_run,
 	}
 	for (int i = 0; i < VHD_BITMAP_CACHE_SLOTS; i++)
 		img->cache[i].block = VHD_BAT_UNUSED;
+	img->data_fd = -1;
 	img->path = strdup(path);
 	img->fd = open(path, (dry_run ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (!img->path || img->fd < 0) {

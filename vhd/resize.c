@@ -749,6 +749,7 @@ static int reload(struct resize *r, size_t *errors, char *first, size_t first_le
 		return -ENOMEM;
 	for (int i = 0; i < VHD_BITMAP_CACHE_SLOTS; i++)
 		n->cache[i].block = VHD_BAT_UNUSED;
+	n->data_fd = -1;
 	n->path = strdup(r->path);
 	n->fd = fcntl(r->img->fd, F_DUPFD_CLOEXEC, 0);
 	if (!n->path || n->fd < 0) {

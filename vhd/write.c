@@ -163,7 +163,7 @@ int vhd_write_prepare(struct vhd_image *img, uint64_t offset, uint64_t length,
 	    offset > img->virtual_size || img->virtual_size - offset < length)
 		return -EINVAL;
 	plan->offset = offset;
-	plan->fd = img->fd;
+	plan->fd = image_data_fd(img);
 	if (img->footer.disk_type == VHD_TYPE_FIXED) {
 		plan->length = length;
 		plan->file_offset = offset;
