@@ -78,6 +78,58 @@ int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg)
 	return 0;
 }
 
+static unsigned pool_class(size_t len)
+{
+	unsigned c = 0;
+
+	while (((size_t)4096 << c) < len)
+		c++;
+	return c;
+}
+
+void *vsp_buf_get(struct vsp_worker *w, size_t len)
+{
+	unsigned c = pool_class(len);
+	void *p = NULL;
+
+	if (c >= VSP_POOL_CLASSES)
+		return NULL;
+	if (w->pool[c]) {
+		p = w->pool[c];
+		memcpy(&w->pool[c], p, sizeof(void *));
+		w->pool_bytes -= (size_t)4096 << c;
+		return p;
+	}
+	return posix_memalign(&p, 4096, (size_t)4096 << c) ? NULL : p;
+}
+
+void vsp_buf_put(struct vsp_worker *w, void *buf, size_t len)
+{
+	unsigned c = pool_class(len);
+
+	if (!buf)
+		return;
+	if (w->pool_bytes + ((size_t)4096 << c) > VSP_POOL_MAX_BYTES) {
+		free(buf);
+		return;
+	}
+	memcpy(buf, &w->pool[c], sizeof(void *));
+	w->pool[c] = buf;
+	w->pool_bytes += (size_t)4096 << c;
+}
+
+static void pool_drain(struct vsp_worker *w)
+{
+	for (unsigned c = 0; c < VSP_POOL_CLASSES; c++)
+		while (w->pool[c]) {
+			void *p = w->pool[c];
+
+			memcpy(&w->pool[c], p, sizeof(void *));
+			free(p);
+		}
+	w->pool_bytes = 0;
+}
+
 struct vsp_worker *vsp_engine_pick_worker(struct vsp_engine *e)
 {
 	/* Handshake threads hand connections over concurrently. */
@@ -164,6 +216,7 @@ static void worker_destroy(struct vsp_worker *w)
 		io_uring_queue_exit(&w->ring);
 	if (w->efd >= 0)
 		close(w->efd);
+	pool_drain(w);
 	pthread_mutex_destroy(&w->mbox_lock);
 	while (w->mbox_head) {
 		struct vsp_call *c = w->mbox_head;

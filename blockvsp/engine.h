@@ -15,6 +15,13 @@
 
 struct vsp_call;
 
+/* Request buffers are recycled per worker by power-of-two size class
+ * (4 KiB .. 32 MiB): a fresh large allocation is an mmap whose pages the
+ * kernel zeroes and faults in on every request, which cost a third of the
+ * CPU of 1 MiB reads before the pool. */
+#define VSP_POOL_CLASSES 14
+#define VSP_POOL_MAX_BYTES (64u << 20)  /* kept per worker, beyond that freed */
+
 struct vsp_worker {
 	struct vsp_engine *engine;
 	unsigned id;
@@ -28,6 +35,8 @@ struct vsp_worker {
 	pthread_mutex_t mbox_lock;
 	struct vsp_call *mbox_head, *mbox_tail;
 	bool stop;
+	void *pool[VSP_POOL_CLASSES];    /* free buffers, linked through their first word */
+	size_t pool_bytes;
 };
 
 struct vsp_engine {
@@ -45,6 +54,10 @@ struct vsp_engine {
 struct io_uring_sqe *vsp_worker_sqe(struct vsp_worker *w);
 /* Runs fn(arg) on w's thread soon.  Any thread. */
 int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg);
+/* A 4 KiB-aligned buffer of at least len bytes (len <= VSP_MAX_REQUEST), and
+ * giving it back.  Worker thread only; put on the worker that got it. */
+void *vsp_buf_get(struct vsp_worker *w, size_t len);
+void vsp_buf_put(struct vsp_worker *w, void *buf, size_t len);
 /* The next worker for a new connection.  Any thread. */
 struct vsp_worker *vsp_engine_pick_worker(struct vsp_engine *e);
 

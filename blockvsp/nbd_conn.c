@@ -81,7 +81,7 @@ static void recv_arm(struct nbd_conn *c);
 
 static void req_free(struct nbd_req *r)
 {
-	free(r->buf);
+	vsp_buf_put(r->c->w, r->buf, r->length);
 	free(r->extra);
 	free(r);
 }
@@ -391,8 +391,8 @@ static void dispatch(struct nbd_conn *c, struct nbd_req *r)
 	v->iovcnt = 0;
 	switch (r->type) {
 	case NBD_CMD_READ:
-		if (posix_memalign(&r->buf, 4096, r->length)) {
-			r->buf = NULL;
+		r->buf = vsp_buf_get(c->w, r->length);
+		if (!r->buf) {
 			reply_status(c, r, -ENOMEM);
 			return;
 		}
@@ -480,8 +480,8 @@ static bool parse_requests(struct nbd_conn *c)
 			ok = false;
 			break;
 		}
-		if (posix_memalign(&r->buf, 4096, r->length ? r->length : 1)) {
-			r->buf = NULL;
+		r->buf = vsp_buf_get(c->w, r->length);
+		if (!r->buf) {
 			c->inflight--;
 			req_free(r);
 			ok = false;
