@@ -733,8 +733,26 @@ i_case() {
 		# the leftover does not stand in the way of the next convert (checked
 		# once: each such convert writes the whole 700 MiB again)
 		if [ "$mode $delay" = "vhd 0.2" ] && [ ! -e "$dst" ]; then
+			stale=$(ls "$d" | grep -F "$(basename "$dst").part-" || true)
+			[ -n "$stale" ] || die "I: expected a leftover part file after kill -9"
 			conv "I: convert after a killed one" "$src" -- --no-sync "${args[@]}" "$src" "$dst"
 			qemu_same "$src" raw "$dst" vpc "I: convert after a killed one"
+			# the killed convert's part file is gone: nobody held its lock
+			for f in $stale; do
+				[ ! -e "$d/$f" ] || die "I: the next convert left the stale $f in place"
+			done
+			# a part file some live convert holds (a POSIX lock conflicts
+			# with the OFD lock probe) is left alone
+			: >"$d/$(basename "$dst").part-live01"
+			python3 -c '
+import fcntl, os, subprocess, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+subprocess.run(sys.argv[2:], check=True, stdout=subprocess.DEVNULL)' \
+				"$d/$(basename "$dst").part-live01" "$V" convert --force --no-sync \
+				"${args[@]}" "$src" "$dst" || die "I: convert beside a live part file failed"
+			[ -e "$d/$(basename "$dst").part-live01" ] || die "I: a live part file was removed"
+			rm -f "$d/$(basename "$dst").part-live01"
 		fi
 		rm -f "$d"/dst*
 	done

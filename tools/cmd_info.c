@@ -76,6 +76,7 @@ static struct json_object *info_json(struct vhd_image *img, const char *parent_e
 	if (i.type != VHD_TYPE_FIXED) {
 		json_object_object_add(j, "block-size", json_object_new_uint64(i.block_size));
 		json_object_object_add(j, "max-table-entries", json_object_new_uint64(i.max_table_entries));
+		json_object_object_add(j, "table-offset", json_object_new_uint64(i.table_offset));
 		json_object_object_add(j, "allocated-blocks", json_object_new_uint64(i.allocated_blocks));
 		json_object_object_add(j, "allocated-bytes",
 				       json_object_new_uint64((uint64_t)i.allocated_blocks * i.block_size));

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <libgen.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -256,6 +258,61 @@ out:
 	return ret;
 }
 
+/* Takes an OFD write lock on the first byte of a part file for as long as
+ * the convert runs (OFD locks do not conflict with the flock the library
+ * takes on the same file), so that another convert can tell a live part
+ * file from one a killed convert left behind. */
+static int part_lock(int fd)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* Removes DST.part-XXXXXX files beside dst that no running convert holds:
+ * leftovers of a convert that was killed before it could rename or unlink. */
+static void remove_stale_parts(const char *dst)
+{
+	char dcopy[PATH_MAX], bcopy[PATH_MAX], path[PATH_MAX];
+	const char *dir, *base;
+	size_t blen;
+	struct dirent *de;
+	DIR *d;
+
+	if (snprintf(dcopy, sizeof(dcopy), "%s", dst) >= (int)sizeof(dcopy) ||
+	    snprintf(bcopy, sizeof(bcopy), "%s", dst) >= (int)sizeof(bcopy))
+		return;
+	dir = dirname(dcopy);
+	base = basename(bcopy);
+	blen = strlen(base);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		int fd;
+
+		if (strncmp(de->d_name, base, blen) || strncmp(de->d_name + blen, ".part-", 6) ||
+		    strlen(de->d_name + blen + 6) != 6)
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+			continue;
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		{
+			struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1};
+			struct stat sb;
+
+			/* Unlocked (its convert is gone) and a regular file: stale. */
+			if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+			    fcntl(fd, F_OFD_SETLK, &fl) == 0)
+				unlink(path);
+		}
+		close(fd);
+	}
+	closedir(d);
+}
+
 int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const char *dst,
 		const struct vhd_convert_opts *o, struct vhd_convert_stats *st, struct vhd_err *err)
 {
@@ -265,7 +322,7 @@ int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const cha
 	char tmp[PATH_MAX];
 	struct stat sb;
 	uint64_t size;
-	int fd, ret;
+	int fd = -1, ret;
 
 	memset(st, 0, sizeof(*st));
 	if (err)
@@ -303,13 +360,18 @@ int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const cha
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
+	remove_stale_parts(dst);
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
 		vhd_err_set(err, "%s: cannot create a file beside it: %s", dst, strerror(-ret));
 		goto out;
 	}
-	close(fd);
+	ret = part_lock(fd); /* held until fd is closed at the end */
+	if (ret < 0) {
+		vhd_err_set(err, "%s: cannot lock %s: %s", dst, tmp, strerror(-ret));
+		goto fail;
+	}
 	ret = make_output(tmp, o, size, err);
 	if (ret < 0)
 		goto fail;
@@ -343,6 +405,8 @@ fail:
 	vhd_disk_close(out);
 	unlink(tmp);
 out:
+	if (fd >= 0)
+		close(fd);
 	vhd_disk_close(in);
 	return ret;
 }
