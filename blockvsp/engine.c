@@ -78,6 +78,26 @@ int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg)
 	return 0;
 }
 
+void vsp_worker_defer(struct vsp_worker *w, struct vsp_deferred *d)
+{
+	if (d->queued)
+		return;
+	d->queued = true;
+	d->next = w->deferred;
+	w->deferred = d;
+}
+
+static void run_deferred(struct vsp_worker *w)
+{
+	while (w->deferred) {
+		struct vsp_deferred *d = w->deferred;
+
+		w->deferred = d->next;
+		d->queued = false;
+		d->fn(d);
+	}
+}
+
 static unsigned pool_class(size_t len)
 {
 	unsigned c = 0;
@@ -195,6 +215,7 @@ static void *worker_main(void *arg)
 				if (done[i].io) /* cancellations carry no handler */
 					done[i].io->complete(done[i].io, done[i].res);
 		}
+		run_deferred(w);
 	}
 	return NULL;
 }

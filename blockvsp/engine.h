@@ -22,6 +22,14 @@ struct vsp_call;
 #define VSP_POOL_CLASSES 14
 #define VSP_POOL_MAX_BYTES (64u << 20)  /* kept per worker, beyond that freed */
 
+/* Work run once at the end of the current batch of completions (e.g. one
+ * guest notification for many completed requests). */
+struct vsp_deferred {
+	void (*fn)(struct vsp_deferred *d);
+	struct vsp_deferred *next;
+	bool queued;
+};
+
 struct vsp_worker {
 	struct vsp_engine *engine;
 	unsigned id;
@@ -35,6 +43,7 @@ struct vsp_worker {
 	pthread_mutex_t mbox_lock;
 	struct vsp_call *mbox_head, *mbox_tail;
 	bool stop;
+	struct vsp_deferred *deferred;   /* run after the current completion batch */
 	void *pool[VSP_POOL_CLASSES];    /* free buffers, linked through their first word */
 	size_t pool_bytes;
 };
@@ -54,6 +63,9 @@ struct vsp_engine {
 struct io_uring_sqe *vsp_worker_sqe(struct vsp_worker *w);
 /* Runs fn(arg) on w's thread soon.  Any thread. */
 int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg);
+/* Queues d to run after the completions being handled now (once, however
+ * often it is queued meanwhile).  Worker thread only. */
+void vsp_worker_defer(struct vsp_worker *w, struct vsp_deferred *d);
 /* A 4 KiB-aligned buffer of at least len bytes (len <= VSP_MAX_REQUEST), and
  * giving it back.  Worker thread only; put on the worker that got it. */
 void *vsp_buf_get(struct vsp_worker *w, size_t len);

@@ -73,6 +73,8 @@ int vsp_serve(const struct vsp_serve_opts *o)
 	struct vsp_engine *e = NULL;
 	struct vsp_nbd_server *srv = NULL;
 	struct vsp_disk **disks = calloc(o->nr_exports ? o->nr_exports : 1, sizeof(*disks));
+	struct vsp_vhost **vhosts = calloc(o->nr_vhost ? o->nr_vhost : 1, sizeof(*vhosts));
+	char **names = calloc(o->nr_exports ? o->nr_exports : 1, sizeof(*names));
 	struct vhd_err err = {{0}};
 	sigset_t mask, old;
 	pid_t child = -1;
@@ -84,70 +86,92 @@ int vsp_serve(const struct vsp_serve_opts *o)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &mask, &old);
-	if (!disks) {
+	if (!disks || !vhosts || !names) {
 		fprintf(stderr, "vhd-vspd: out of memory\n");
 		goto out;
+	}
+	for (unsigned i = 0; i < o->nr_exports; i++) {
+		names[i] = o->exports[i].name ? strdup(o->exports[i].name)
+					      : default_export_name(o->exports[i].path);
+		if (!names[i]) {
+			fprintf(stderr, "vhd-vspd: out of memory\n");
+			goto out;
+		}
 	}
 	ret = vsp_engine_new(&o->engine, &e);
 	if (ret < 0) {
 		fprintf(stderr, "vhd-vspd: cannot start the engine: %s\n", strerror(-ret));
 		goto out;
 	}
-	ret = vsp_nbd_server_new(e, &o->nbd, &srv, &err);
-	if (ret < 0) {
-		fprintf(stderr, "vhd-vspd: %s\n", err.msg);
-		goto out;
+	if (!o->nbd_off) {
+		ret = vsp_nbd_server_new(e, &o->nbd, &srv, &err);
+		if (ret < 0) {
+			fprintf(stderr, "vhd-vspd: %s\n", err.msg);
+			goto out;
+		}
 	}
 	for (unsigned i = 0; i < o->nr_exports; i++) {
 		const struct vsp_export_spec *x = &o->exports[i];
 		struct vsp_disk_opts dopts = {
 			.read_only = x->read_only, .cache = o->cache, .parent_dir = o->parent_dir,
 		};
-		char *name = x->name ? strdup(x->name) : default_export_name(x->path);
 
-		ret = name ? vsp_disk_open(e, x->path, &dopts, &disks[i], &err) : -ENOMEM;
+		ret = vsp_disk_open(e, x->path, &dopts, &disks[i], &err);
 		if (ret < 0) {
-			fprintf(stderr, "vhd-vspd: cannot serve %s: %s\n", x->path,
-				name ? err.msg : "out of memory");
-			free(name);
+			fprintf(stderr, "vhd-vspd: cannot serve %s: %s\n", x->path, err.msg);
 			goto out;
 		}
-		ret = vsp_nbd_add_export(srv, name, x->path, disks[i]);
+		ret = srv ? vsp_nbd_add_export(srv, names[i], x->path, disks[i]) : 0;
 		if (ret < 0) {
-			fprintf(stderr, "vhd-vspd: cannot export %s as \"%s\": %s\n", x->path, name,
+			fprintf(stderr, "vhd-vspd: cannot export %s as \"%s\": %s\n", x->path, names[i],
 				ret == -EEXIST ? "that export name is taken (use NAME=IMAGE)"
 					       : strerror(-ret));
-			free(name);
 			goto out;
 		}
-		free(name);
 	}
-	ret = vsp_nbd_server_start(srv, &err);
+	for (unsigned i = 0; i < o->nr_vhost; i++) {
+		struct vsp_vhost_opts vo = {.socket_path = o->vhost[i].socket_path,
+					    .num_queues = o->num_queues};
+		unsigned x = 0;
+
+		if (o->vhost[i].export)
+			for (x = 0; x < o->nr_exports && strcmp(names[x], o->vhost[i].export); x++)
+				;
+		if (x == o->nr_exports) {
+			fprintf(stderr, "vhd-vspd: --vhost-user %s=%s: no export of that name\n",
+				o->vhost[i].export, o->vhost[i].socket_path);
+			goto out;
+		}
+		ret = vsp_vhost_new(e, disks[x], names[x], &vo, &vhosts[i], &err);
+		if (ret == 0)
+			ret = vsp_vhost_start(vhosts[i], &err);
+		if (ret < 0) {
+			fprintf(stderr, "vhd-vspd: vhost-user-blk for %s: %s\n", names[x], err.msg);
+			goto out;
+		}
+		vsp_log(e, VSP_LOG_INFO, "serving %s (%" PRIu64 " bytes, %s) as vhost-user-blk on %s",
+			o->exports[x].path, vsp_disk_size(disks[x]),
+			vsp_disk_read_only(disks[x]) ? "read-only" : "read-write",
+			o->vhost[i].socket_path);
+	}
+	ret = srv ? vsp_nbd_server_start(srv, &err) : 0;
 	if (ret < 0) {
 		fprintf(stderr, "vhd-vspd: %s\n", err.msg);
 		goto out;
 	}
-	for (unsigned i = 0; i < o->nr_exports && !o->quiet; i++) {
-		char *name = o->exports[i].name ? strdup(o->exports[i].name)
-						: default_export_name(o->exports[i].path);
-
-		vsp_nbd_uri(srv, name ? name : "", uri, sizeof(uri));
+	for (unsigned i = 0; srv && i < o->nr_exports; i++) {
+		vsp_nbd_uri(srv, names[i], uri, sizeof(uri));
 		vsp_log(e, VSP_LOG_INFO, "serving %s (%" PRIu64 " bytes, %s) at %s",
 			o->exports[i].path, vsp_disk_size(disks[i]),
 			vsp_disk_read_only(disks[i]) ? "read-only" : "read-write", uri);
-		free(name);
 	}
 	if (o->pid_file) {
 		ret = write_pid_file(o->pid_file);
 		if (ret < 0)
 			vsp_log(e, VSP_LOG_WARN, "cannot write %s: %s", o->pid_file, strerror(-ret));
 	}
-	if (o->run) {
-		char *name = o->exports[0].name ? strdup(o->exports[0].name)
-						: default_export_name(o->exports[0].path);
-
-		vsp_nbd_uri(srv, name ? name : "", uri, sizeof(uri));
-		free(name);
+	if (o->run && srv) {
+		vsp_nbd_uri(srv, names[0], uri, sizeof(uri));
 		child = run_captive(o->run, uri, &mask);
 		if (child < 0) {
 			fprintf(stderr, "vhd-vspd: cannot run \"%s\": %s\n", o->run, strerror(-child));
@@ -185,6 +209,8 @@ int vsp_serve(const struct vsp_serve_opts *o)
 out:
 	if (srv)
 		vsp_nbd_server_stop(srv);
+	for (unsigned i = 0; vhosts && i < o->nr_vhost; i++)
+		vsp_vhost_free(vhosts[i]); /* queues drained and stopped */
 	for (unsigned i = 0; disks && i < o->nr_exports; i++) {
 		ret = vsp_disk_close(disks[i]);
 		if (ret < 0) {
@@ -196,6 +222,10 @@ out:
 	vsp_nbd_server_free(srv);
 	vsp_engine_free(e);
 	free(disks);
+	free(vhosts);
+	for (unsigned i = 0; names && i < o->nr_exports; i++)
+		free(names[i]);
+	free(names);
 	if (o->pid_file)
 		unlink(o->pid_file);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -34,6 +34,14 @@ static void usage(FILE *out, const char *prog)
 		"                          (default: one per CPU)\n"
 		"  --max-connections N     clients served at once (default 64)\n"
 		"  --parent-dir DIR        look for parents of differencing disks only under DIR\n"
+		"  --vhost-user [NAME=]SOCKET  also serve export NAME (default: the first) as a\n"
+		"                          vhost-user-blk device on the Unix socket SOCKET, for\n"
+		"                          QEMU's -device vhost-user-blk-pci (guest RAM must be\n"
+		"                          shared: memory-backend-memfd,share=on); repeatable.\n"
+		"                          With only --vhost-user, no NBD socket is opened\n"
+		"                          unless -s or --tcp asks for one\n"
+		"  --num-queues N          virtqueues per vhost-user device (default: one per\n"
+		"                          worker; at most 16)\n"
 		"  --run CMD               captive mode: serve, run CMD with sh -c and the URI of\n"
 		"                          the first export in $uri, stop when CMD ends; the exit\n"
 		"                          status is CMD's\n"
@@ -55,6 +63,13 @@ static void usage(FILE *out, const char *prog)
 		"a FLUSH (or its FUA) was acknowledged.  Blocks are published (BAT entry,\n"
 		"bitmap bits) only after their data is durable, so a crash never exposes\n"
 		"garbage.\n"
+		"\n"
+		"vhost-user-blk: features VERSION_1, INDIRECT_DESC, EVENT_IDX, MQ, SEG_MAX,\n"
+		"BLK_SIZE (512), TOPOLOGY (4 KiB physical), FLUSH, DISCARD (a no-op, like\n"
+		"TRIM), WRITE_ZEROES, RO for read-only exports; GET_ID returns the first 20\n"
+		"hex digits of the VHD unique id.  Protocol features MQ, REPLY_ACK, CONFIG.\n"
+		"A front end that goes away (even kill -9) has its requests in flight\n"
+		"answered; the device then waits for the next connection.\n"
 		"\n"
 		"Stopping: SIGTERM or SIGINT stops accepting, answers every request in\n"
 		"flight, flushes and closes the images.\n"
@@ -124,7 +139,8 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 
 int vsp_serve_parse_args(int argc, char **argv, const char *prog, struct vsp_serve_args *a)
 {
-	enum { OPT_CACHE = 256, OPT_WORKERS, OPT_MAXCONN, OPT_PARENT_DIR, OPT_RUN, OPT_PID };
+	enum { OPT_CACHE = 256, OPT_WORKERS, OPT_MAXCONN, OPT_PARENT_DIR, OPT_RUN, OPT_PID,
+	       OPT_VHOST, OPT_QUEUES };
 	static const struct option longopts[] = {
 		{"export", required_argument, NULL, 'e'},
 		{"read-only", no_argument, NULL, 'r'},
@@ -136,6 +152,8 @@ int vsp_serve_parse_args(int argc, char **argv, const char *prog, struct vsp_ser
 		{"parent-dir", required_argument, NULL, OPT_PARENT_DIR},
 		{"run", required_argument, NULL, OPT_RUN},
 		{"pid-file", required_argument, NULL, OPT_PID},
+		{"vhost-user", required_argument, NULL, OPT_VHOST},
+		{"num-queues", required_argument, NULL, OPT_QUEUES},
 		{"verbose", no_argument, NULL, 'v'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
@@ -205,6 +223,28 @@ int vsp_serve_parse_args(int argc, char **argv, const char *prog, struct vsp_ser
 		case OPT_PID:
 			a->opts.pid_file = optarg;
 			break;
+		case OPT_VHOST: {
+			struct vsp_vhost_spec *n = realloc(a->opts.vhost,
+							   (a->opts.nr_vhost + 1) * sizeof(*n));
+			char *eq = strchr(optarg, '=');
+
+			if (!n)
+				return -1;
+			a->opts.vhost = n;
+			if (eq) {
+				*eq = '\0';
+				n[a->opts.nr_vhost++] = (struct vsp_vhost_spec){optarg, eq + 1};
+			} else {
+				n[a->opts.nr_vhost++] = (struct vsp_vhost_spec){NULL, optarg};
+			}
+			break;
+		}
+		case OPT_QUEUES:
+			if (parse_uint(optarg, 1, 16, &a->opts.num_queues) < 0) {
+				fprintf(stderr, "%s: --num-queues takes 1..16, not \"%s\"\n", prog, optarg);
+				ret = -EINVAL;
+			}
+			break;
 		case 'v':
 			if (a->opts.engine.log_level < VSP_LOG_DEBUG)
 				a->opts.engine.log_level++;
@@ -232,7 +272,13 @@ int vsp_serve_parse_args(int argc, char **argv, const char *prog, struct vsp_ser
 	}
 	for (unsigned i = 0; i < a->opts.nr_exports; i++)
 		a->opts.exports[i].read_only |= all_ro;
-	if (!a->opts.nbd.tcp_host && !a->opts.nbd.unix_path) {
+	/* vhost-user devices alone: no NBD socket unless one was asked for. */
+	a->opts.nbd_off = a->opts.nr_vhost && !a->opts.nbd.tcp_host && !a->opts.nbd.unix_path;
+	if (a->opts.nbd_off && a->opts.run) {
+		fprintf(stderr, "%s: --run needs an NBD socket (-s or --tcp) beside --vhost-user\n", prog);
+		return -1;
+	}
+	if (!a->opts.nbd_off && !a->opts.nbd.tcp_host && !a->opts.nbd.unix_path) {
 		const char *rt = getenv("XDG_RUNTIME_DIR");
 
 		if (a->opts.run) {
@@ -269,6 +315,7 @@ void vsp_serve_args_free(struct vsp_serve_args *a)
 		free(a->strings[i]);
 	free(a->strings);
 	free(a->opts.exports);
+	free(a->opts.vhost);
 	free(a->socket_path);
 	free(a->tmpdir);
 }

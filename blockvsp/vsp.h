@@ -170,7 +170,31 @@ void vsp_nbd_uri(const struct vsp_nbd_server *s, const char *name, char *buf, si
 void vsp_nbd_server_stop(struct vsp_nbd_server *s);
 void vsp_nbd_server_free(struct vsp_nbd_server *s);
 
+/* ---- the vhost-user-blk front door ----------------------------------------
+ * One device per Unix socket, one front end (QEMU's vhost-user-blk-pci) at a
+ * time; when it goes away the device waits for the next one.  The guest's
+ * virtqueues run on the engine's workers (queue i on worker i mod N). */
+
+struct vsp_vhost;
+
+struct vsp_vhost_opts {
+	const char *socket_path;
+	unsigned num_queues;       /* 0 = one per worker; at most 16 */
+};
+
+int vsp_vhost_new(struct vsp_engine *e, struct vsp_disk *disk, const char *name,
+		  const struct vsp_vhost_opts *o, struct vsp_vhost **out, struct vhd_err *err);
+int vsp_vhost_start(struct vsp_vhost *v, struct vhd_err *err);
+/* Stops listening; the connected front end's queues are drained and stopped. */
+void vsp_vhost_stop(struct vsp_vhost *v);
+void vsp_vhost_free(struct vsp_vhost *v);
+
 /* ---- running a server (vhd-vspd, vhdtool serve) -------------------------- */
+
+struct vsp_vhost_spec {
+	const char *export;      /* NULL = the first export */
+	const char *socket_path;
+};
 
 struct vsp_export_spec {
 	const char *name;        /* NULL = the image's base name without .vhd */
@@ -182,6 +206,10 @@ struct vsp_serve_opts {
 	struct vsp_export_spec *exports;
 	unsigned nr_exports;
 	struct vsp_nbd_opts nbd;
+	bool nbd_off;            /* only vhost-user devices were asked for */
+	struct vsp_vhost_spec *vhost;
+	unsigned nr_vhost;
+	unsigned num_queues;     /* per vhost-user device */
 	struct vsp_engine_opts engine;
 	enum vsp_cache_mode cache;
 	const char *parent_dir;
