@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +57,45 @@ struct io_uring_sqe *vsp_worker_sqe(struct vsp_worker *w)
 		sqe = io_uring_get_sqe(&w->ring);
 	}
 	return sqe;
+}
+
+void vsp_worker_cancel(struct vsp_worker *w, struct vsp_io *io)
+{
+	struct io_uring_sqe *sqe = vsp_worker_sqe(w);
+
+	io_uring_prep_cancel(sqe, io, 0);
+	io_uring_sqe_set_data(sqe, NULL);
+}
+
+int vsp_listen_unix(const char *path, int backlog, struct vhd_err *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd, ret;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err->msg, sizeof(err->msg), "%s: socket path too long (at most %zu bytes)",
+			 path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	/* A stale socket from a killed server is replaced; anything else is not. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err->msg, sizeof(err->msg), "%s exists and is not a socket", path);
+			return -EEXIST;
+		}
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, backlog) < 0) {
+		ret = -errno;
+		snprintf(err->msg, sizeof(err->msg), "%s: cannot listen: %s", path, strerror(-ret));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	return fd;
 }
 
 int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg)

@@ -61,6 +61,12 @@ struct vsp_engine {
 /* A free submission entry on w's ring (submits what is queued when the ring
  * is full).  Worker thread only. */
 struct io_uring_sqe *vsp_worker_sqe(struct vsp_worker *w);
+/* Cancels the operation whose user_data is io (it then completes with
+ * -ECANCELED, or normally if it was already done).  Worker thread only. */
+void vsp_worker_cancel(struct vsp_worker *w, struct vsp_io *io);
+/* A listening Unix stream socket at path; a stale socket file there is
+ * replaced, anything else is refused.  err names the path. */
+int vsp_listen_unix(const char *path, int backlog, struct vhd_err *err);
 /* Runs fn(arg) on w's thread soon.  Any thread. */
 int vsp_worker_call(struct vsp_worker *w, void (*fn)(void *arg), void *arg);
 /* Queues d to run after the completions being handled now (once, however

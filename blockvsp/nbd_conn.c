@@ -630,10 +630,7 @@ static void conn_stop(struct nbd_conn *c)
 	if (c->recv_inflight) {
 		/* The recv completes with -ECANCELED and closes the connection
 		 * once every request in flight is answered. */
-		struct io_uring_sqe *sqe = vsp_worker_sqe(c->w);
-
-		io_uring_prep_cancel(sqe, &c->recv_io, 0);
-		io_uring_sqe_set_data(sqe, NULL);
+		vsp_worker_cancel(c->w, &c->recv_io);
 	}
 	conn_maybe_close(c);
 }

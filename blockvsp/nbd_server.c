@@ -597,32 +597,11 @@ int vsp_nbd_add_export(struct vsp_nbd_server *s, const char *name, const char *d
 
 static int listen_unix(struct vsp_nbd_server *s, struct vhd_err *err)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
+	int fd = vsp_listen_unix(s->unix_path, 64, err);
 
-	if (strlen(s->unix_path) >= sizeof(sa.sun_path)) {
-		snprintf(err->msg, sizeof(err->msg), "%s: socket path too long (at most %zu bytes)",
-			 s->unix_path, sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, s->unix_path);
-	/* A stale socket from a killed server is replaced; anything else is not. */
-	if (lstat(s->unix_path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err->msg, sizeof(err->msg), "%s exists and is not a socket", s->unix_path);
-			return -EEXIST;
-		}
-		unlink(s->unix_path);
-	}
-	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->listen_fd < 0 || bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(s->listen_fd, 64) < 0) {
-		int ret = -errno;
-
-		snprintf(err->msg, sizeof(err->msg), "%s: cannot listen: %s", s->unix_path,
-			 strerror(-ret));
-		return ret;
-	}
+	if (fd < 0)
+		return fd;
+	s->listen_fd = fd;
 	return 0;
 }
 

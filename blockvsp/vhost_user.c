@@ -533,29 +533,14 @@ int vsp_vhost_new(struct vsp_engine *e, struct vsp_disk *disk, const char *name,
 int vsp_vhost_start(struct vsp_vhost *v, struct vhd_err *err)
 {
 	struct vu_dev *d = (struct vu_dev *)v;
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-	int ret;
+	int ret = vsp_listen_unix(d->socket_path, 4, err);
 
-	if (strlen(d->socket_path) >= sizeof(sa.sun_path)) {
-		snprintf(err->msg, sizeof(err->msg), "%s: socket path too long", d->socket_path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, d->socket_path);
-	if (lstat(d->socket_path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err->msg, sizeof(err->msg), "%s exists and is not a socket",
-				 d->socket_path);
-			return -EEXIST;
-		}
-		unlink(d->socket_path);
-	}
-	d->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (d->listen_fd < 0 || bind(d->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(d->listen_fd, 4) < 0 || pipe2(d->wake, O_CLOEXEC) < 0) {
+	if (ret < 0)
+		return ret;
+	d->listen_fd = ret;
+	if (pipe2(d->wake, O_CLOEXEC) < 0) {
 		ret = -errno;
-		snprintf(err->msg, sizeof(err->msg), "%s: cannot listen: %s", d->socket_path,
-			 strerror(-ret));
+		snprintf(err->msg, sizeof(err->msg), "pipe: %s", strerror(-ret));
 		return ret;
 	}
 	ret = -pthread_create(&d->thread, NULL, control_main, d);

@@ -42,26 +42,28 @@ static inline uint16_t load_acquire16(const uint16_t *p)
 	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
-void *vu_gpa_to_host(const struct vu_dev *d, uint64_t gpa, uint64_t len)
+/* [addr, addr+len) inside one region, by guest physical or front-end
+ * virtual address. */
+static void *to_host(const struct vu_dev *d, uint64_t addr, uint64_t len, bool by_uva)
 {
 	for (unsigned i = 0; i < d->nr_regions; i++) {
 		const struct vu_region *r = &d->regions[i];
+		uint64_t start = by_uva ? r->uva : r->gpa;
 
-		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
-			return r->host + (gpa - r->gpa);
+		if (addr >= start && addr - start < r->size && len <= r->size - (addr - start))
+			return r->host + (addr - start);
 	}
 	return NULL;
 }
 
+void *vu_gpa_to_host(const struct vu_dev *d, uint64_t gpa, uint64_t len)
+{
+	return to_host(d, gpa, len, false);
+}
+
 void *vu_uva_to_host(const struct vu_dev *d, uint64_t uva, uint64_t len)
 {
-	for (unsigned i = 0; i < d->nr_regions; i++) {
-		const struct vu_region *r = &d->regions[i];
-
-		if (uva >= r->uva && uva - r->uva < r->size && len <= r->size - (uva - r->uva))
-			return r->host + (uva - r->uva);
-	}
-	return NULL;
+	return to_host(d, uva, len, true);
 }
 
 /* Appends [gpa, gpa+len) as host iovecs (a buffer may span regions that are
@@ -522,23 +524,28 @@ void vu_vq_start(void *arg)
 	kick_arm(vq);
 }
 
-static void vq_maybe_stopped(struct vu_vq *vq)
+static void wake_waiter(struct vu_vq *vq)
 {
 	struct vu_wait *wt = vq->stop_wait;
 
+	vq->stop_wait = NULL;
+	if (!wt)
+		return;
+	pthread_mutex_lock(&wt->lock);
+	wt->done = true;
+	pthread_cond_broadcast(&wt->cond);
+	pthread_mutex_unlock(&wt->lock);
+}
+
+static void vq_maybe_stopped(struct vu_vq *vq)
+{
 	if (!vq->stopping || vq->inflight || vq->kick_armed)
 		return;
 	notify_guest(&vq->notify); /* answers still owed a notification */
 	vq->running = false;
 	vq->stopping = false;
 	vq->base = vq->last_avail;
-	vq->stop_wait = NULL;
-	if (wt) {
-		pthread_mutex_lock(&wt->lock);
-		wt->done = true;
-		pthread_cond_broadcast(&wt->cond);
-		pthread_mutex_unlock(&wt->lock);
-	}
+	wake_waiter(vq);
 }
 
 /* Stops taking requests, cancels the kick wait, and once every request in
@@ -548,23 +555,11 @@ void vu_vq_stop(void *arg)
 	struct vu_vq *vq = arg;
 
 	if (!vq->running) {
-		struct vu_wait *wt = vq->stop_wait;
-
-		vq->stop_wait = NULL;
-		if (wt) {
-			pthread_mutex_lock(&wt->lock);
-			wt->done = true;
-			pthread_cond_broadcast(&wt->cond);
-			pthread_mutex_unlock(&wt->lock);
-		}
+		wake_waiter(vq);
 		return;
 	}
 	vq->stopping = true;
-	if (vq->kick_armed) {
-		struct io_uring_sqe *sqe = vsp_worker_sqe(vq->w);
-
-		io_uring_prep_cancel(sqe, &vq->kick_io, 0);
-		io_uring_sqe_set_data(sqe, NULL);
-	}
+	if (vq->kick_armed)
+		vsp_worker_cancel(vq->w, &vq->kick_io);
 	vq_maybe_stopped(vq);
 }
