@@ -78,7 +78,14 @@ int vsp_disk_open(struct vsp_engine *e, const char *path, const struct vsp_disk_
 	o.parent_dir = opts ? opts->parent_dir : NULL;
 	o.warn = warn_cb;
 	o.warn_ctx = e;
-	ret = vhd_open(path, &o, &d->img, err);
+	/* A server killed a moment ago may still hold the lock while the kernel
+	 * tears down its io_uring: wait up to 5 s for it to go. */
+	for (int tries = 0;; tries++) {
+		ret = vhd_open(path, &o, &d->img, err);
+		if (ret != -EBUSY || tries == 50)
+			break;
+		usleep(100 * 1000);
+	}
 	if (ret < 0)
 		goto fail;
 	d->fd = vhd_fd(d->img);
@@ -492,7 +499,9 @@ static int slow_rw(struct vsp_req *r)
 	pthread_mutex_lock(&d->slow_lock);
 	pthread_mutex_lock(&d->lock);
 	ret = vhd_pread(d->img, bounce, end - start, start);
-	if (ret == 0) {
+	if (ret == 0 && r->op == VSP_OP_WRITE_ZEROES) {
+		memset((char *)bounce + head, 0, r->length); /* no buffers to copy from */
+	} else if (ret == 0) {
 		uint64_t pos = 0;
 
 		for (unsigned i = 0; i < r->iovcnt && pos < r->length; i++) {
@@ -500,15 +509,13 @@ static int slow_rw(struct vsp_req *r)
 
 			if (r->op == VSP_OP_READ)
 				memcpy(r->iov[i].iov_base, (char *)bounce + head + pos, l);
-			else if (r->op == VSP_OP_WRITE)
-				memcpy((char *)bounce + head + pos, r->iov[i].iov_base, l);
 			else
-				memset((char *)bounce + head + pos, 0, l);
+				memcpy((char *)bounce + head + pos, r->iov[i].iov_base, l);
 			pos += l;
 		}
-		if (r->op != VSP_OP_READ)
-			ret = vhd_pwrite(d->img, bounce, end - start, start);
 	}
+	if (ret == 0 && r->op != VSP_OP_READ)
+		ret = vhd_pwrite(d->img, bounce, end - start, start);
 	pthread_mutex_unlock(&d->lock);
 	pthread_mutex_unlock(&d->slow_lock);
 	free(bounce);

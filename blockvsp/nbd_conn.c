@@ -24,6 +24,10 @@
 
 #define RBUF_SIZE (64u << 10)
 #define MAX_INFLIGHT 256       /* requests per connection before we stop reading */
+/* Bytes of request buffers one connection may hold: beyond it, headers wait
+ * unparsed in the receive buffer (and then in the socket), so a client that
+ * pipelines large reads and never reads the replies cannot grow us. */
+#define MAX_HELD_BYTES (64u << 20)
 #define SEND_IOV_MAX 64
 #define MAX_STATUS_EXTENTS 1024
 
@@ -73,14 +77,18 @@ struct nbd_conn {
 	bool dead;                 /* the socket failed: replies are dropped */
 
 	unsigned inflight;         /* requests received and not yet fully replied */
+	uint64_t held_bytes;       /* their READ/WRITE buffers */
 	bool freed_check;
 };
 
 static void conn_maybe_close(struct nbd_conn *c);
 static void recv_arm(struct nbd_conn *c);
+static bool parse_requests(struct nbd_conn *c);
 
 static void req_free(struct nbd_req *r)
 {
+	if (r->buf)
+		r->c->held_bytes -= r->length;
 	vsp_buf_put(r->c->w, r->buf, r->length);
 	free(r->extra);
 	free(r);
@@ -229,8 +237,10 @@ static void send_done(struct vsp_io *io, int res)
 		req_free(r);
 		c->inflight--;
 	}
+	/* Headers left unparsed at a limit are taken up as replies leave. */
+	if (!c->rx_write && !c->closing && !c->dead && !parse_requests(c))
+		c->closing = true;
 	send_pump(c);
-	/* Reading paused at MAX_INFLIGHT resumes as replies leave. */
 	recv_arm(c);
 	conn_maybe_close(c);
 }
@@ -396,6 +406,7 @@ static void dispatch(struct nbd_conn *c, struct nbd_req *r)
 			reply_status(c, r, -ENOMEM);
 			return;
 		}
+		c->held_bytes += r->length;
 		v->op = VSP_OP_READ;
 		break;
 	case NBD_CMD_WRITE:
@@ -429,7 +440,8 @@ static bool parse_requests(struct nbd_conn *c)
 	size_t pos = 0;
 	bool ok = true;
 
-	while (!c->closing && c->rlen - pos >= NBD_REQUEST_SIZE) {
+	while (!c->closing && c->rlen - pos >= NBD_REQUEST_SIZE && c->inflight < MAX_INFLIGHT &&
+	       c->held_bytes < MAX_HELD_BYTES) {
 		const uint8_t *h = c->rbuf + pos;
 		uint32_t magic, len;
 		uint16_t flags, type;
@@ -481,6 +493,8 @@ static bool parse_requests(struct nbd_conn *c)
 			break;
 		}
 		r->buf = vsp_buf_get(c->w, r->length);
+		if (r->buf)
+			c->held_bytes += r->length;
 		if (!r->buf) {
 			c->inflight--;
 			req_free(r);
@@ -509,7 +523,8 @@ static void recv_arm(struct nbd_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
-	if (c->recv_inflight || c->closing || c->inflight >= MAX_INFLIGHT)
+	if (c->recv_inflight || c->closing || c->inflight >= MAX_INFLIGHT ||
+	    (!c->rx_write && c->rlen == RBUF_SIZE))
 		return;
 	sqe = vsp_worker_sqe(c->w);
 	if (c->rx_write)
@@ -557,13 +572,17 @@ static void conn_maybe_close(struct nbd_conn *c)
 {
 	struct vsp_nbd_server *s = c->srv;
 
-	if (!c->closing || c->recv_inflight || c->send_inflight || c->inflight || c->freed_check)
+	/* A write still receiving its payload counts in inflight but will never
+	 * be answered once the connection is closing. */
+	if (!c->closing || c->recv_inflight || c->send_inflight ||
+	    c->inflight > (c->rx_write ? 1u : 0u) || c->freed_check)
 		return;
 	c->freed_check = true;
 	if (c->rx_write) {
 		/* A write whose payload never fully arrived was never answered. */
 		req_free(c->rx_write);
 		c->rx_write = NULL;
+		c->inflight--;
 	}
 	close(c->fd);
 	pthread_mutex_lock(&s->lock);
@@ -661,6 +680,11 @@ static void stop_worker_conns(void *arg)
 		vsp_log(srv->engine, VSP_LOG_ERROR, "out of memory stopping connections");
 	free(mine);
 	free(sc);
+	/* The server may be freed once the last of these calls is done. */
+	pthread_mutex_lock(&srv->lock);
+	srv->stop_calls--;
+	pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->lock);
 }
 
 void nbd_conn_stop_all(struct vsp_nbd_server *srv)
@@ -674,9 +698,15 @@ void nbd_conn_stop_all(struct vsp_nbd_server *srv)
 			sc->srv = srv;
 			sc->w = &e->workers[i];
 		}
+		pthread_mutex_lock(&srv->lock);
+		srv->stop_calls++;
+		pthread_mutex_unlock(&srv->lock);
 		if (!sc || vsp_worker_call(&e->workers[i], stop_worker_conns, sc) < 0) {
 			vsp_log(e, VSP_LOG_ERROR, "cannot stop the connections of worker %u", i);
 			free(sc);
+			pthread_mutex_lock(&srv->lock);
+			srv->stop_calls--;
+			pthread_mutex_unlock(&srv->lock);
 		}
 	}
 }

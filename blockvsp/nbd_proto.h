@@ -133,6 +133,7 @@ struct vsp_nbd_server {
 	int *handshake_fds;         /* max_connections slots, -1 = free */
 	struct nbd_conn *conns;     /* in transmission */
 	unsigned nr_conns;
+	unsigned stop_calls;        /* stop calls posted to workers, not yet run */
 };
 
 /* What the handshake agreed, handed to a worker. */

@@ -699,7 +699,7 @@ void vsp_nbd_server_stop(struct vsp_nbd_server *s)
 	pthread_mutex_unlock(&s->lock);
 	nbd_conn_stop_all(s);
 	pthread_mutex_lock(&s->lock);
-	while (s->nr_conns)
+	while (s->nr_conns || s->stop_calls)
 		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 }

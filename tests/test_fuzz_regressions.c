@@ -100,7 +100,9 @@ static int replay_tree(const char *path)
 	while ((de = readdir(d))) {
 		size_t l = strlen(de->d_name);
 
+		/* nbd-seed/ and vhost-seed/ hold protocol sessions, not images */
 		if (de->d_name[0] == '.' || !strcmp(de->d_name, "README.md") ||
+		    !strcmp(de->d_name, "nbd-seed") || !strcmp(de->d_name, "vhost-seed") ||
 		    (l > 5 && !strcmp(de->d_name + l - 5, ".dict")))
 			continue;
 		if (n == cap) {
