@@ -13,7 +13,8 @@ top=$(pwd)
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
           libjson-c-dev libfuse3-dev fuse3 liburing-dev zlib1g-dev libblkid-dev
           qemu-utils python3 e2fsprogs strace util-linux bc
-          libnbd-bin fio qemu-system-common dosfstools libvhdi-utils)
+          libnbd-bin fio qemu-system-common dosfstools libvhdi-utils
+          qemu-system-x86 busybox-static cpio)
 
 install_missing() {
 	local missing=()
@@ -78,6 +79,16 @@ test_all() {
 			cp "$top"/fixtures/fuzz/seed/* "$corpus"/ 2>/dev/null || true
 			"$top/build-fuzz/tests/fuzz_open" -max_total_time="${FUZZ_SECONDS:-60}" \
 				-max_len=65536 -print_final_stats=1 "$corpus" 2>&1 | tail -15 || fail=1
+			rm -rf "$corpus"
+		fi
+		if [ -x "$top/build-fuzz/tests/fuzz_nbd" ]; then
+			echo "== NBD protocol fuzz smoke run (${FUZZ_NBD_SECONDS:-30} s)"
+			local corpus
+			corpus=$(mktemp -d)
+			find "$top/fixtures/fuzz/nbd-seed" -type f ! -name README.md -exec cp {} "$corpus"/ \;
+			"$top/build-fuzz/tests/fuzz_nbd" -max_total_time="${FUZZ_NBD_SECONDS:-30}" \
+				-dict="$top/tests/fuzz/fuzz_nbd.dict" -print_final_stats=1 "$corpus" 2>&1 |
+				tail -15 || fail=1
 			rm -rf "$corpus"
 		fi
 	fi
