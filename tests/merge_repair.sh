@@ -78,6 +78,15 @@ grep -q "other.vhd" err.txt || die "refusal does not name the dependent: $(cat e
 "$V" merge --force c1.vhd >/dev/null
 same base.vhd
 
+# 4b. another child of a deeper ancestor is no dependent of a merge that
+# stops above that ancestor: base <- c1 <- c2 and base <- other; c2 into c1
+chain 2 24M
+"$V" create --parent base.vhd other.vhd >/dev/null
+"$V" merge c2.vhd >/dev/null 2>err.txt || die "merge refused for a sibling of an untouched ancestor: $(cat err.txt)"
+same c1.vhd
+expect_check_clean other.vhd
+rm -f other.vhd
+
 # 5. not a differencing disk; missing parent
 if "$V" merge base.vhd 2>err.txt; then die "merging a dynamic disk was not refused"; fi
 grep -q "differencing" err.txt || die "unclear error: $(cat err.txt)"

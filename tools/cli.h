@@ -54,6 +54,7 @@ void cli_progress_cb(void *ctx, uint64_t done, uint64_t total);
 void cli_progress_end(struct cli_progress *p);
 
 int cmd_create(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

@@ -26,6 +26,7 @@ static const struct command {
 	{"set-parent", cmd_set_parent, "repoint a differencing disk at its moved parent"},
 	{"rebase", cmd_rebase, "change a differencing disk's parent keeping its content"},
 	{"repair", cmd_repair, "fix what can be fixed without losing data"},
+	{"checkpoint", cmd_checkpoint, "checkpoint trees of a set of disks (create, list, apply, ...)"},
 	{"serve", cmd_serve, "serve disks over NBD (one-off, or captive with --run)"},
 };
 

@@ -170,6 +170,12 @@ static bool depends_on(const char *path, const uint8_t (*ids)[16], unsigned n)
 	return false;
 }
 
+/* The target may be opened apart from the chain: compare files, not handles. */
+static bool same_file(const struct vhd_image *a, const struct vhd_image *b)
+{
+	return a->dev == b->dev && a->ino == b->ino;
+}
+
 /* Looks in the directories of the chain for other disks that depend on the
  * target or on an image about to be removed. */
 static int check_dependents(struct vhd_image *child, struct vhd_image *target,
@@ -181,7 +187,7 @@ static int check_dependents(struct vhd_image *child, struct vhd_image *target,
 
 	for (struct vhd_image *m = child->parent; m; m = m->parent) {
 		memcpy(ids[n++], m->footer.uuid, 16);
-		if (m == target)
+		if (same_file(m, target))
 			break;
 	}
 	for (size_t i = 0; i < o->nr_siblings; i++)
@@ -191,7 +197,7 @@ static int check_dependents(struct vhd_image *child, struct vhd_image *target,
 				    o->siblings[i]);
 			return -EBUSY;
 		}
-	for (struct vhd_image *m = child; m; m = m == target ? NULL : m->parent) {
+	for (struct vhd_image *m = child; m; m = same_file(m, target) ? NULL : m->parent) {
 		const char *slash = strrchr(m->path, '/');
 		DIR *d;
 		struct dirent *de;
