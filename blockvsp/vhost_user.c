@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -45,6 +46,10 @@ struct vu_msg {
 			uint32_t offset, size, flags;
 			uint8_t payload[VU_MAX_PAYLOAD - 12];
 		} config;
+		struct {
+			uint64_t mmap_size, mmap_offset;
+			uint16_t num_queues, queue_size;
+		} inflight;
 		uint8_t raw[VU_MAX_PAYLOAD];
 	} u;
 	int fds[VU_MAX_FDS];
@@ -67,7 +72,7 @@ static uint64_t offered_features(const struct vu_dev *d)
 
 #define OFFERED_PROTOCOL_FEATURES                                                         \
 	((1ull << VU_PROTOCOL_F_MQ) | (1ull << VU_PROTOCOL_F_REPLY_ACK) |                  \
-	 (1ull << VU_PROTOCOL_F_CONFIG))
+	 (1ull << VU_PROTOCOL_F_CONFIG) | (1ull << VU_PROTOCOL_F_INFLIGHT_SHMFD))
 
 static void build_config(struct vu_dev *d)
 {
@@ -148,15 +153,35 @@ static int recv_msg(int fd, struct vu_msg *m)
 	return 0;
 }
 
-static int send_reply(int fd, struct vu_msg *m, uint32_t size)
+/* A reply, with one descriptor attached when send_fd >= 0. */
+static int send_reply_fd(int fd, struct vu_msg *m, uint32_t size, int send_fd)
 {
 	struct iovec iov[2] = {{&m->hdr, sizeof(m->hdr)}, {m->u.raw, size}};
+	char control[CMSG_SPACE(sizeof(int))];
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
 	ssize_t n;
 
 	m->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
 	m->hdr.size = size;
-	n = sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = 2}, MSG_NOSIGNAL);
+	if (send_fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(control, 0, sizeof(control));
+		mh.msg_control = control;
+		mh.msg_controllen = sizeof(control);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &send_fd, sizeof(int));
+	}
+	n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 	return n == (ssize_t)(sizeof(m->hdr) + size) ? 0 : -EPIPE;
+}
+
+static int send_reply(int fd, struct vu_msg *m, uint32_t size)
+{
+	return send_reply_fd(fd, m, size, -1);
 }
 
 /* ---- queues from the control thread ------------------------------------------------ */
@@ -225,8 +250,79 @@ static void reset_device(struct vu_dev *d)
 		vu_vq_init(vq, d, i, vq->w);
 	}
 	unmap_memory(d);
+	if (d->inflight_map)
+		munmap(d->inflight_map, d->inflight_len);
+	d->inflight_map = NULL;
 	d->features = 0;
 	d->protocol_features = 0;
+}
+
+/* Bytes of one queue's inflight region for a queue of size num. */
+static size_t inflight_queue_bytes(unsigned num)
+{
+	size_t n = sizeof(struct vu_inflight_region) + num * sizeof(struct vu_inflight_desc);
+
+	return (n + 63) / 64 * 64;
+}
+
+/* GET_INFLIGHT_FD: a fresh, zeroed memfd for every queue; the front end
+ * keeps it and hands it back (SET_INFLIGHT_FD), also to our successor. */
+static int get_inflight_fd(struct vu_dev *d, struct vu_msg *m, int *out_fd)
+{
+	unsigned nq = m->u.inflight.num_queues, qs = m->u.inflight.queue_size;
+	size_t size;
+	int fd;
+
+	if (m->hdr.size < sizeof(m->u.inflight) || nq == 0 || nq > VU_MAX_QUEUES || qs == 0 ||
+	    qs > VU_MAX_QUEUE_SIZE)
+		return -EINVAL;
+	size = inflight_queue_bytes(qs) * nq;
+	fd = memfd_create("vhd-vspd-inflight", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	m->u.inflight.mmap_size = size;
+	m->u.inflight.mmap_offset = 0;
+	*out_fd = fd;
+	(void)d;
+	return (int)sizeof(m->u.inflight);
+}
+
+/* SET_INFLIGHT_FD: map the regions; queues started later use them. */
+static int set_inflight_fd(struct vu_dev *d, struct vu_msg *m)
+{
+	unsigned nq = m->u.inflight.num_queues, qs = m->u.inflight.queue_size;
+	uint64_t size = m->u.inflight.mmap_size, off = m->u.inflight.mmap_offset;
+	bool was[VU_MAX_QUEUES];
+	void *p;
+
+	if (m->hdr.size < sizeof(m->u.inflight) || m->nfds != 1 || nq == 0 ||
+	    nq > VU_MAX_QUEUES || qs == 0 || qs > VU_MAX_QUEUE_SIZE ||
+	    size < inflight_queue_bytes(qs) * nq || off > UINT64_MAX - size || size > (1u << 30))
+		return -EINVAL;
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[0], (off_t)off);
+	if (p == MAP_FAILED)
+		return -errno;
+	for (unsigned i = 0; i < d->num_queues; i++)
+		queue_stop(d, &d->vqs[i], &was[i]);
+	if (d->inflight_map)
+		munmap(d->inflight_map, d->inflight_len);
+	d->inflight_map = p;
+	d->inflight_len = size;
+	d->inflight_queue_size = inflight_queue_bytes(qs);
+	for (unsigned i = 0; i < d->num_queues; i++) {
+		d->vqs[i].ifl = i < nq ? (struct vu_inflight_region *)((uint8_t *)p +
+									    i * d->inflight_queue_size)
+					    : NULL;
+		if (was[i])
+			queue_maybe_start(d, &d->vqs[i]);
+	}
+	return 0;
 }
 
 static struct vu_vq *msg_queue(struct vu_dev *d, uint32_t index)
@@ -415,9 +511,13 @@ static int handle(struct vu_dev *d, struct vu_msg *m)
 	}
 	case VU_SET_CONFIG:
 		return -1; /* nothing in our config space is writable (no WCE) */
+	case VU_SET_INFLIGHT_FD: {
+		int ret = set_inflight_fd(d, m);
+
+		return ret < 0 ? ret : -1;
+	}
 	case VU_SET_BACKEND_REQ_FD:
 	case VU_SET_LOG_FD:
-	case VU_SET_INFLIGHT_FD:
 		return -1; /* not offered: the fd is closed below */
 	default:
 		vsp_log(d->engine, VSP_LOG_WARN, "%s: unsupported vhost-user request %u", d->name,
@@ -442,6 +542,19 @@ static int serve_one(struct vu_dev *d)
 		vsp_log(d->engine, VSP_LOG_ERROR, "%s: vhost-user version %u, not %u: closing",
 			d->name, m->hdr.flags & 3u, VU_VERSION);
 		ret = -EPROTO;
+		goto out;
+	}
+	if (m->hdr.request == VU_GET_INFLIGHT_FD) {
+		int mfd = -1;
+
+		ret = get_inflight_fd(d, m, &mfd);
+		if (ret >= 0) {
+			ret = send_reply_fd(d->conn_fd, m, (uint32_t)ret, mfd);
+			close(mfd);
+			goto out;
+		}
+		vsp_log(d->engine, VSP_LOG_WARN, "%s: GET_INFLIGHT_FD refused: %s", d->name,
+			strerror(-ret));
 		goto out;
 	}
 	ret = handle(d, m);

@@ -39,6 +39,7 @@ enum {
 	VU_SET_BACKEND_REQ_FD = 21,
 	VU_GET_CONFIG = 24,
 	VU_SET_CONFIG = 25,
+	VU_GET_INFLIGHT_FD = 31,
 	VU_SET_INFLIGHT_FD = 32,
 };
 
@@ -49,6 +50,7 @@ enum {
 #define VU_PROTOCOL_F_MQ 0
 #define VU_PROTOCOL_F_REPLY_ACK 3
 #define VU_PROTOCOL_F_CONFIG 9
+#define VU_PROTOCOL_F_INFLIGHT_SHMFD 12
 #define VU_VRING_INDEX_MASK 0xffu
 #define VU_VRING_NOFD_MASK (1u << 8)
 #define VU_MAX_REGIONS 8
@@ -70,6 +72,29 @@ struct vu_region {
 	void *map;           /* what mmap returned */
 	size_t map_len;
 	uint8_t *host;       /* gpa maps to host + (gpa - region gpa) */
+};
+
+/* Inflight tracking (INFLIGHT_SHMFD): a memfd the front end keeps across our
+ * restarts, one region per queue.  A head is marked in flight when taken
+ * from the available ring and cleared after its completion is published,
+ * so a restarted VSP resubmits exactly the requests its predecessor took
+ * and never answered, in the order they were taken.  The layout is ours
+ * (QEMU only stores the fd and hands it back); it follows the shape of the
+ * vhost-user specification's split-queue region. */
+struct vu_inflight_desc {
+	uint8_t inflight;
+	uint8_t padding[5];
+	uint16_t next;
+	uint64_t counter;       /* order of submission */
+};
+
+struct vu_inflight_region {
+	uint64_t features;
+	uint16_t version;       /* 1 */
+	uint16_t desc_num;      /* queue size */
+	uint16_t last_batch_head;  /* the head whose completion was published last */
+	uint16_t used_idx;      /* used->idx once that head was cleared */
+	struct vu_inflight_desc desc[];
 };
 
 struct vu_dev;
@@ -109,6 +134,8 @@ struct vu_vq {
 	struct vsp_deferred notify;
 	bool need_notify;
 	struct vu_wait *stop_wait;  /* set while a stop waits */
+	struct vu_inflight_region *ifl; /* inflight region; NULL without INFLIGHT_SHMFD */
+	uint64_t counter;
 };
 
 struct vu_dev {
@@ -130,6 +157,9 @@ struct vu_dev {
 	uint8_t config[64];         /* virtio-blk config space */
 	size_t config_len;
 	char serial[21];            /* GET_ID: from the VHD unique id */
+	void *inflight_map;         /* the front end's inflight memfd, mapped */
+	size_t inflight_len;
+	size_t inflight_queue_size; /* bytes per queue region */
 };
 
 /* Guest physical -> host pointer for [gpa, gpa+len) inside one region, or

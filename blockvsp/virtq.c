@@ -223,10 +223,18 @@ static void push_used(struct vu_vq *vq, uint16_t head, uint32_t written)
 {
 	struct vring_used_elem *e = &vq->used->ring[vq->used_idx % vq->num];
 
+	/* Inflight order: name the head, publish, then clear it; a successor
+	 * that finds used_idx behind the ring clears last_batch_head itself. */
+	if (vq->ifl)
+		vq->ifl->last_batch_head = head;
 	e->id = head;
 	e->len = written;
 	vq->used_idx++;
 	__atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
+	if (vq->ifl) {
+		__atomic_store_n(&vq->ifl->desc[head].inflight, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&vq->ifl->used_idx, vq->used_idx, __ATOMIC_RELEASE);
+	}
 	vq->need_notify = true;
 	vsp_worker_defer(vq->w, &vq->notify);
 }
@@ -427,7 +435,6 @@ static void process_ring(struct vu_vq *vq)
 		while (vq->last_avail != avail && !vq->broken) {
 			uint16_t head = load_acquire16(&vq->avail->ring[vq->last_avail % vq->num]);
 
-			vq->last_avail++;
 			if (head >= vq->num) {
 				vsp_log(vq->dev->engine, VSP_LOG_ERROR,
 					"%s: queue %u: head index %u beyond the queue size %u: queue stopped",
@@ -435,6 +442,11 @@ static void process_ring(struct vu_vq *vq)
 				vq->broken = true;
 				return;
 			}
+			if (vq->ifl) { /* marked before anything is done with it */
+				vq->ifl->desc[head].counter = ++vq->counter;
+				__atomic_store_n(&vq->ifl->desc[head].inflight, 1, __ATOMIC_RELEASE);
+			}
+			vq->last_avail++;
 			handle_request(vq, head);
 		}
 		if (!event_idx)
@@ -487,6 +499,56 @@ void vu_vq_init(struct vu_vq *vq, struct vu_dev *d, unsigned index, struct vsp_w
 	vq->notify.fn = notify_guest;
 }
 
+static int by_counter(const void *a, const void *b, void *arg)
+{
+	const struct vu_inflight_region *r = arg;
+	uint64_t x = r->desc[*(const uint16_t *)a].counter, y = r->desc[*(const uint16_t *)b].counter;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Picks up where a predecessor (killed, or stopped cleanly) left the queue:
+ * every head it took and never answered is submitted again, oldest first,
+ * and taking resumes after them. */
+static void resume_inflight(struct vu_vq *vq)
+{
+	struct vu_inflight_region *r = vq->ifl;
+	uint16_t heads[VU_MAX_QUEUE_SIZE];
+	unsigned n = 0;
+
+	if (r->version != 1 || r->desc_num != vq->num) {
+		/* fresh (all zero), or from a queue of another size: start over */
+		memset(r, 0, sizeof(*r) + vq->num * sizeof(r->desc[0]));
+		r->version = 1;
+		r->desc_num = (uint16_t)vq->num;
+		r->features = vq->dev->features;
+		r->used_idx = vq->used_idx;
+		vq->counter = 0;
+		return;
+	}
+	if (r->used_idx != vq->used_idx) {
+		/* killed between publishing a completion and clearing its head */
+		r->desc[r->last_batch_head].inflight = 0;
+		r->used_idx = vq->used_idx;
+	}
+	vq->counter = 0;
+	for (unsigned i = 0; i < vq->num; i++) {
+		if (r->desc[i].counter > vq->counter)
+			vq->counter = r->desc[i].counter;
+		if (r->desc[i].inflight)
+			heads[n++] = (uint16_t)i;
+	}
+	qsort_r(heads, n, sizeof(heads[0]), by_counter, r);
+	vq->last_avail = (uint16_t)(vq->used_idx + n);
+	if (n)
+		vsp_log(vq->dev->engine, VSP_LOG_INFO,
+			"%s: queue %u: resubmitting %u request%s a previous server took and never "
+			"answered",
+			vq->dev->name, vq->index, n, n == 1 ? "" : "s");
+	for (unsigned i = 0; i < n; i++)
+		handle_request(vq, heads[i]);
+}
+
 void vu_vq_start(void *arg)
 {
 	struct vu_vq *vq = arg;
@@ -509,15 +571,25 @@ void vu_vq_start(void *arg)
 		return;
 	}
 	vq->last_avail = vq->base;
-	/* Requests the previous back end took but never answered are lost with
-	 * it; resume after what the used ring says was answered. */
 	vq->used_idx = load_acquire16(&vq->used->idx);
-	if (vq->used_idx != vq->last_avail)
-		vq->last_avail = vq->used_idx;
 	vq->signalled_valid = false;
 	vq->broken = false;
 	vq->stopping = false;
 	vq->running = true;
+	if (vq->ifl && sizeof(*vq->ifl) + vq->num * sizeof(vq->ifl->desc[0]) > d->inflight_queue_size) {
+		vsp_log(d->engine, VSP_LOG_WARN,
+			"%s: queue %u: size %u does not fit the inflight region: not tracked", d->name,
+			vq->index, vq->num);
+		vq->ifl = NULL;
+	}
+	if (vq->ifl) {
+		resume_inflight(vq);
+	} else if (vq->used_idx != vq->last_avail) {
+		/* Without inflight tracking, requests a previous back end took and
+		 * never answered are lost with it; resume after what the used ring
+		 * says was answered. */
+		vq->last_avail = vq->used_idx;
+	}
 	vsp_log(d->engine, VSP_LOG_DEBUG, "%s: queue %u started (size %u, worker %u)", d->name,
 		vq->index, vq->num, vq->w->id);
 	process_ring(vq);
