@@ -77,6 +77,7 @@ int vsp_serve(const struct vsp_serve_opts *o)
 	char **names = calloc(o->nr_exports ? o->nr_exports : 1, sizeof(*names));
 	struct vhd_err err = {{0}};
 	sigset_t mask, old;
+	struct sigaction old_pipe;
 	pid_t child = -1;
 	int status = 1, ret;
 	char uri[4200];
@@ -86,6 +87,9 @@ int vsp_serve(const struct vsp_serve_opts *o)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &mask, &old);
+	/* A peer's closed pipe or socket is an error to handle, not a death:
+	 * a guest may even hand us a pipe as its call fd. */
+	sigaction(SIGPIPE, &(struct sigaction){.sa_handler = SIG_IGN}, &old_pipe);
 	if (!disks || !vhosts || !names) {
 		fprintf(stderr, "vhd-vspd: out of memory\n");
 		goto out;
@@ -228,6 +232,7 @@ out:
 	free(names);
 	if (o->pid_file)
 		unlink(o->pid_file);
+	sigaction(SIGPIPE, &old_pipe, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return status;
 }

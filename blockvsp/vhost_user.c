@@ -60,7 +60,8 @@ static uint64_t offered_features(const struct vu_dev *d)
 {
 	uint64_t f = (1ull << VIRTIO_F_VERSION_1_BIT) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
 		     (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VU_F_PROTOCOL_FEATURES) |
-		     (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
+		     (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |
+		     (1ull << VIRTIO_BLK_F_BLK_SIZE) |
 		     (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_TOPOLOGY) |
 		     (1ull << VIRTIO_BLK_F_MQ) | (1ull << VIRTIO_BLK_F_DISCARD) |
 		     (1ull << VIRTIO_BLK_F_WRITE_ZEROES);
@@ -82,6 +83,7 @@ static void build_config(struct vu_dev *d)
 	memset(&c, 0, sizeof(c));
 	c.capacity = vsp_disk_size(d->disk) / VHD_SECTOR_SIZE;
 	c.seg_max = 126;              /* fits the smallest queue QEMU uses (128) */
+	c.size_max = 256u << 10;      /* 126 x 256 KiB stays under VSP_MAX_REQUEST */
 	c.blk_size = VHD_SECTOR_SIZE;
 	c.physical_block_exp = 3;     /* 4 KiB: block data is 4 KiB aligned in our VHDs */
 	c.min_io_size = 8;
@@ -247,7 +249,7 @@ static void reset_device(struct vu_dev *d)
 			close(vq->kick_fd);
 		if (vq->call_fd >= 0)
 			close(vq->call_fd);
-		vu_vq_init(vq, d, i, vq->w);
+		vu_vq_reset_config(vq);
 	}
 	unmap_memory(d);
 	if (d->inflight_map)
@@ -342,6 +344,26 @@ static int set_mem_table(struct vu_dev *d, struct vu_msg *m)
 			d->name, n, m->nfds);
 		return -EINVAL;
 	}
+	/* Refused before anything changes: the current table stays in use. */
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t size = m->u.mem.r[i].size, off = m->u.mem.r[i].mmap_offset;
+		struct stat st;
+
+		if (size == 0 || off > UINT64_MAX - size) {
+			vsp_log(d->engine, VSP_LOG_ERROR, "%s: guest memory region %u: size %llu "
+				"at offset %llu", d->name, i, (unsigned long long)size,
+				(unsigned long long)off);
+			return -EINVAL;
+		}
+		/* Beyond the file's end an access would be SIGBUS, not an error. */
+		if (fstat(m->fds[i], &st) < 0 || (uint64_t)st.st_size < off + size) {
+			vsp_log(d->engine, VSP_LOG_ERROR,
+				"%s: guest memory region %u (%llu bytes at offset %llu) is larger than "
+				"its file",
+				d->name, i, (unsigned long long)size, (unsigned long long)off);
+			return -EINVAL;
+		}
+	}
 	/* The rings move with the memory: stop, remap, restart. */
 	for (unsigned i = 0; i < d->num_queues; i++)
 		queue_stop(d, &d->vqs[i], &was[i]);
@@ -351,10 +373,6 @@ static int set_mem_table(struct vu_dev *d, struct vu_msg *m)
 		uint64_t size = m->u.mem.r[i].size, off = m->u.mem.r[i].mmap_offset;
 		void *p;
 
-		if (size == 0 || off > UINT64_MAX - size) {
-			ret = -EINVAL;
-			break;
-		}
 		p = mmap(NULL, size + off, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 			 m->fds[i], 0);
 		if (p == MAP_FAILED) {
@@ -592,7 +610,16 @@ static void *control_main(void *arg)
 		if (!p[0].revents)
 			continue;
 		if (d->conn_fd < 0) {
-			d->conn_fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			int cfd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			struct timeval tv = {.tv_sec = 10};
+
+			/* A message that stops halfway, or a peer that stops reading
+			 * our replies, ends the connection rather than hanging us. */
+			if (cfd >= 0) {
+				setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+				setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			}
+			__atomic_store_n(&d->conn_fd, cfd, __ATOMIC_RELEASE);
 			if (d->conn_fd >= 0)
 				vsp_log(d->engine, VSP_LOG_INFO, "%s: front end connected on %s", d->name,
 					d->socket_path);
@@ -674,6 +701,13 @@ void vsp_vhost_stop(struct vsp_vhost *v)
 		return;
 	if (write(d->wake[1], "x", 1) < 0) {
 		/* a fresh pipe cannot be full */
+	}
+	{
+		/* wakes the control thread if it waits inside a message */
+		int cfd = __atomic_load_n(&d->conn_fd, __ATOMIC_ACQUIRE);
+
+		if (cfd >= 0)
+			shutdown(cfd, SHUT_RDWR);
 	}
 	pthread_join(d->thread, NULL);
 	d->started = false;

@@ -171,5 +171,7 @@ void *vu_uva_to_host(const struct vu_dev *d, uint64_t uva, uint64_t len);
 void vu_vq_start(void *vq);
 void vu_vq_stop(void *vq);     /* completes vq->stop_wait when drained */
 void vu_vq_init(struct vu_vq *vq, struct vu_dev *d, unsigned index, struct vsp_worker *w);
+/* Forgets the front end's configuration of a stopped queue (control thread). */
+void vu_vq_reset_config(struct vu_vq *vq);
 
 #endif

@@ -108,7 +108,8 @@ static int walk_chain(struct vu_vq *vq, uint16_t head, struct iovec *iov, unsign
 
 		if (idx >= max || ++seen > max)
 			return -ELOOP;
-		dsc = table[idx];
+		/* copied out: an indirect table may sit at any guest address */
+		memcpy(&dsc, (const uint8_t *)table + (size_t)idx * sizeof(dsc), sizeof(dsc));
 		if (dsc.flags & VRING_DESC_F_INDIRECT) {
 			if (indirect || (dsc.flags & VRING_DESC_F_NEXT) || dsc.len == 0 ||
 			    dsc.len % sizeof(struct vring_desc) ||
@@ -328,7 +329,8 @@ static void handle_request(struct vu_vq *vq, uint16_t head)
 		bool in = hdr.type == VIRTIO_BLK_T_IN;
 
 		len = in ? wtotal - 1 : rtotal - sizeof(hdr);
-		if (len % VHD_SECTOR_SIZE || hdr.sector > capacity / VHD_SECTOR_SIZE ||
+		if (len % VHD_SECTOR_SIZE || len > VSP_MAX_REQUEST ||
+		    hdr.sector > capacity / VHD_SECTOR_SIZE ||
 		    len > capacity - hdr.sector * VHD_SECTOR_SIZE) {
 			req_complete(r, VIRTIO_BLK_S_IOERR);
 			return;
@@ -336,6 +338,9 @@ static void handle_request(struct vu_vq *vq, uint16_t head)
 		if (in) {
 			r->data = wr;
 			r->nr_data = r->niov_w;
+			/* a status byte in its own buffer leaves an empty one behind */
+			while (r->nr_data && r->data[r->nr_data - 1].iov_len == 0)
+				r->nr_data--;
 		} else {
 			/* skip the header: the data may start inside the first buffer */
 			size_t skip = sizeof(hdr);
@@ -419,6 +424,7 @@ static void kick_arm(struct vu_vq *vq);
 static void process_ring(struct vu_vq *vq)
 {
 	bool event_idx = vq->dev->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+	unsigned taken = 0;
 
 	while (vq->running && !vq->stopping && !vq->broken) {
 		uint16_t avail = load_acquire16(&vq->avail->idx);
@@ -433,6 +439,17 @@ static void process_ring(struct vu_vq *vq)
 			return;
 		}
 		while (vq->last_avail != avail && !vq->broken) {
+			if (taken++ == vq->num) {
+				/* Fair to the other queues of this worker: come back
+				 * through the ring after what is queued now. */
+				uint64_t one = 1;
+
+				if (write(vq->kick_fd, &one, sizeof(one)) < 0)
+					vsp_log(vq->dev->engine, VSP_LOG_WARN,
+						"%s: queue %u: cannot re-kick: %s", vq->dev->name,
+						vq->index, strerror(errno));
+				return;
+			}
 			uint16_t head = load_acquire16(&vq->avail->ring[vq->last_avail % vq->num]);
 
 			if (head >= vq->num) {
@@ -472,6 +489,14 @@ static void kick_done(struct vsp_io *io, int res)
 		vq_maybe_stopped(vq);
 		return;
 	}
+	if (res >= 0 && res != (int)sizeof(vq->kick_value)) {
+		/* not an eventfd (a file at its end reads 0 bytes at once) */
+		vsp_log(vq->dev->engine, VSP_LOG_ERROR,
+			"%s: queue %u: the kick descriptor is not an eventfd: queue stopped",
+			vq->dev->name, vq->index);
+		vq->broken = true;
+		return;
+	}
 	process_ring(vq);
 	kick_arm(vq);
 }
@@ -486,6 +511,19 @@ static void kick_arm(struct vu_vq *vq)
 	io_uring_prep_read(sqe, vq->kick_fd, &vq->kick_value, sizeof(vq->kick_value), 0);
 	io_uring_sqe_set_data(sqe, &vq->kick_io);
 	vq->kick_armed = true;
+}
+
+void vu_vq_reset_config(struct vu_vq *vq)
+{
+	/* The worker's own fields (notify may still be queued on it, kick_io)
+	 * are left alone: the queue is stopped, they are idle. */
+	vq->num = 0;
+	vq->desc_uva = vq->avail_uva = vq->used_uva = 0;
+	vq->base = 0;
+	vq->addr_set = vq->enabled = false;
+	vq->kick_fd = vq->call_fd = -1;
+	vq->ctl_started = false;
+	vq->ifl = NULL;
 }
 
 void vu_vq_init(struct vu_vq *vq, struct vu_dev *d, unsigned index, struct vsp_worker *w)
@@ -557,6 +595,14 @@ void vu_vq_start(void *arg)
 
 	if (vq->running)
 		return;
+	if (vq->desc_uva % 16 || vq->avail_uva % 2 || vq->used_uva % 4) {
+		vsp_log(d->engine, VSP_LOG_ERROR,
+			"%s: queue %u: misaligned ring addresses (descriptors %#llx, available %#llx, "
+			"used %#llx): not started",
+			d->name, vq->index, (unsigned long long)vq->desc_uva,
+			(unsigned long long)vq->avail_uva, (unsigned long long)vq->used_uva);
+		return;
+	}
 	vq->desc = vu_uva_to_host(d, vq->desc_uva, n * sizeof(struct vring_desc));
 	vq->avail = vu_uva_to_host(d, vq->avail_uva, sizeof(struct vring_avail) + (n + 1) * 2);
 	vq->used = vu_uva_to_host(d, vq->used_uva,
