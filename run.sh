@@ -14,7 +14,7 @@ packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
           libjson-c-dev libfuse3-dev fuse3 liburing-dev zlib1g-dev libblkid-dev
           qemu-utils python3 e2fsprogs strace util-linux bc
           libnbd-bin fio qemu-system-common dosfstools libvhdi-utils
-          qemu-system-x86 busybox-static cpio)
+          qemu-system-x86 busybox-static cpio fdisk mtools)
 
 install_missing() {
 	local missing=()

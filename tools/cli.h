@@ -56,6 +56,8 @@ void cli_progress_end(struct cli_progress *p);
 int cmd_create(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_unmount(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_merge(int argc, char **argv);

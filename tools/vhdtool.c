@@ -28,6 +28,8 @@ static const struct command {
 	{"repair", cmd_repair, "fix what can be fixed without losing data"},
 	{"checkpoint", cmd_checkpoint, "checkpoint trees of a set of disks (create, list, apply, ...)"},
 	{"serve", cmd_serve, "serve disks over NBD (one-off, or captive with --run)"},
+	{"mount", cmd_mount, "mount a disk and its partitions as files through FUSE"},
+	{"unmount", cmd_unmount, "unmount what vhdtool mount mounted"},
 };
 
 static void usage(FILE *out)
