@@ -87,6 +87,42 @@ same c1.vhd
 expect_check_clean other.vhd
 rm -f other.vhd
 
+# 4c. the target's file system fills up mid-merge (data written by the
+# writer threads fails): a clear error, the chain reads as before, and the
+# same command finishes once there is room
+if [ "$(id -u)" = 0 ] && mkdir -p full && mount -t tmpfs -o size=40m tmpfs full 2>/dev/null; then
+	set +e # the tmpfs is unmounted whatever happens inside
+	(
+		set -e
+		cd full
+		"$V" create -b 512K base.vhd 64M >/dev/null
+		"$V" create --parent base.vhd c1.vhd >/dev/null
+		# the reference and the data live outside the small file system
+		head -c 24M /dev/urandom >../big
+		"$V" write c1.vhd --offset 4M ../big
+		rm -f ../ref.raw && truncate -s 64M ../ref.raw
+		dd if=../big of=../ref.raw bs=1M seek=4 conv=notrunc status=none
+		ln -s ../ref.raw ref.raw
+		if "$V" merge c1.vhd 2>../err.txt; then die "merge into a full file system succeeded"; fi
+		grep -q "No space left" ../err.txt || die "unclear error on a full disk: $(cat ../err.txt)"
+		grep -q "c1.vhd" ../err.txt || die "the error does not name the image: $(cat ../err.txt)"
+		same c1.vhd
+		[ -e c1.vhd.merge-intent ] || die "the intent record is gone after a failed merge"
+		mount -o remount,size=120m "$TMP/full"
+		"$V" merge c1.vhd >/dev/null
+		[ ! -e c1.vhd ] || die "c1.vhd left after the resumed merge"
+		same base.vhd
+		expect_check_clean base.vhd
+	)
+	rc=$?
+	set -e
+	umount "$TMP/full"
+	[ "$rc" = 0 ] || die "the full-file-system case failed"
+	log "merge on a full file system: refused cleanly, finished after growing it"
+else
+	log "not root or no tmpfs: the full-file-system case is left out"
+fi
+
 # 5. not a differencing disk; missing parent
 if "$V" merge base.vhd 2>err.txt; then die "merging a dynamic disk was not refused"; fi
 grep -q "differencing" err.txt || die "unclear error: $(cat err.txt)"

@@ -46,37 +46,82 @@ int batch_flush(struct write_batch *b)
 	return ret;
 }
 
+void batch_written(struct write_batch *b, uint64_t len)
+{
+	b->since_kick += len;
+	/* only data in the page cache needs the kick */
+	if (b->since_kick >= KICK_BYTES && !b->img->no_sync && image_data_fd(b->img) == b->img->fd) {
+		sync_file_range(b->img->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+		b->since_kick = 0;
+	}
+}
+
+bool batch_full(const struct write_batch *b, size_t pieces)
+{
+	return b->cap - b->n < pieces || b->bytes >= b->max_bytes;
+}
+
+int batch_plan(struct write_batch *b, uint64_t len, uint64_t off, size_t *first)
+{
+	*first = b->n;
+	while (len) {
+		struct vhd_write_plan *p;
+		int ret;
+
+		if (b->n == b->cap)
+			return -ENOBUFS; /* the caller sizes its pieces with batch_full */
+		p = &b->plans[b->n];
+		ret = vhd_write_prepare(b->img, off, len, p);
+		if (ret < 0)
+			return ret;
+		b->commit |= p->needs_commit;
+		b->bytes += p->length;
+		b->n++;
+		off += p->length;
+		len -= p->length;
+	}
+	return 0;
+}
+
+int batch_write_plan(struct write_batch *b, const struct vhd_write_plan *p, const void *buf)
+{
+	int ret = pwrite_full(p->fd, buf, p->length, p->file_offset);
+
+	if (ret == -EINVAL && p->fd != b->img->fd) /* not aligned for O_DIRECT */
+		ret = pwrite_full(b->img->fd, buf, p->length, p->file_offset);
+	return ret;
+}
+
 int batch_write(struct write_batch *b, const void *data, uint64_t len, uint64_t off)
 {
 	const uint8_t *buf = data;
 
 	while (len) {
 		struct vhd_write_plan *p;
+		uint64_t bs, piece;
+		size_t first;
 		int ret;
 
-		if (b->n == b->cap || b->bytes >= b->max_bytes) {
+		if (batch_full(b, 1)) {
 			ret = batch_flush(b);
 			if (ret < 0)
 				return ret;
 		}
-		p = &b->plans[b->n];
-		ret = vhd_write_prepare(b->img, off, len, p);
+		/* up to the end of the block: exactly one plan (fixed disks: one) */
+		bs = b->img->block_size;
+		piece = bs && bs - off % bs < len ? bs - off % bs : len;
+		ret = batch_plan(b, piece, off, &first);
 		if (ret < 0)
 			return ret;
-		ret = pwrite_full(p->fd, buf, p->length, p->file_offset);
-		if (ret < 0)
-			return ret;
-		b->commit |= p->needs_commit;
-		b->bytes += p->length;
-		b->since_kick += p->length;
-		if (b->since_kick >= KICK_BYTES && !b->img->no_sync) {
-			sync_file_range(b->img->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-			b->since_kick = 0;
+		for (p = &b->plans[first]; p < b->plans + b->n; p++) {
+			ret = batch_write_plan(b, p, buf);
+			if (ret < 0)
+				return ret;
+			batch_written(b, p->length);
+			buf += p->length;
+			off += p->length;
+			len -= p->length;
 		}
-		b->n++;
-		buf += p->length;
-		off += p->length;
-		len -= p->length;
 	}
 	return 0;
 }

@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,122 +95,55 @@ static int make_output(const char *tmp, const struct vhd_convert_opts *o, uint64
 	}
 }
 
-/* Reading and writing overlap: a reader thread maps the source and fills a
- * small ring of chunk buffers while this thread checks them for zeros and
- * writes them (qemu-img keeps several requests in flight for the same
- * reason).  Slots come back in source order. */
-#define SLOTS 4
-
-struct slot {
-	uint64_t off, len;
-	bool data;              /* false: a run that reads as zeros, nothing read */
-	uint8_t *buf;
-};
-
-struct pipeline {
+/* The reader thread's view of the source: a run of zeros is passed on
+ * unread; data is read up to the next chunk boundary, so writes stay
+ * aligned, with the kernel asked to read further ahead. */
+struct convert_src {
 	struct vhd_disk *in;
-	uint64_t size;
-	pthread_mutex_t lock;
-	pthread_cond_t changed;
-	struct slot slots[SLOTS];
-	unsigned head, count;   /* filled slots: head .. head+count-1 */
-	bool done, stop;
-	int ret;                /* reader's error */
-	uint64_t err_off;
-	const char *err_what;
+	const char *what;       /* what failed, for the message */
 };
 
-static void *reader(void *arg)
+static int fill_from_source(void *ctx, struct ra_slot *sl, uint64_t left)
 {
-	struct pipeline *p = arg;
-	uint64_t off = 0;
-	int ret = 0;
+	struct convert_src *src = ctx;
+	struct vhd_extent e;
+	int ret;
 
-	while (off < p->size) {
-		struct vhd_extent e;
-		struct slot *sl;
-		uint64_t win = p->size - off < MAP_WINDOW ? p->size - off : MAP_WINDOW;
-
-		bool stop;
-
-		pthread_mutex_lock(&p->lock);
-		while (p->count == SLOTS && !p->stop)
-			pthread_cond_wait(&p->changed, &p->lock);
-		sl = &p->slots[(p->head + p->count) % SLOTS];
-		stop = p->stop;
-		pthread_mutex_unlock(&p->lock);
-		if (stop)
-			break;
-		ret = vhd_disk_map(p->in, off, win, &e);
-		if (ret < 0) {
-			p->err_what = "mapping";
-			break;
-		}
-		sl->off = off;
-		sl->data = e.kind != VHD_EXT_ZERO;
-		if (sl->data) {
-			/* up to the next chunk boundary, so writes stay aligned */
-			sl->len = CHUNK - off % CHUNK < e.length ? CHUNK - off % CHUNK : e.length;
-			if (e.fd >= 0 && e.length > sl->len)
-				posix_fadvise(e.fd, (off_t)(e.file_offset + sl->len),
-					      (off_t)(e.length - sl->len < READ_AHEAD ? e.length - sl->len
-										 : READ_AHEAD),
-					      POSIX_FADV_WILLNEED);
-			ret = vhd_disk_pread(p->in, sl->buf, sl->len, off);
-			if (ret < 0) {
-				p->err_what = "reading";
-				break;
-			}
-		} else {
-			sl->len = e.length;
-		}
-		off += sl->len;
-		pthread_mutex_lock(&p->lock);
-		p->count++;
-		pthread_cond_broadcast(&p->changed);
-		pthread_mutex_unlock(&p->lock);
+	ret = vhd_disk_map(src->in, sl->off, left < MAP_WINDOW ? left : MAP_WINDOW, &e);
+	if (ret < 0) {
+		src->what = "mapping";
+		return ret;
 	}
-	pthread_mutex_lock(&p->lock);
-	p->ret = ret;
-	p->err_off = off;
-	p->done = true;
-	pthread_cond_broadcast(&p->changed);
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
+	sl->data = e.kind != VHD_EXT_ZERO;
+	if (!sl->data) {
+		sl->len = e.length;
+		return 0;
+	}
+	sl->len = CHUNK - sl->off % CHUNK < e.length ? CHUNK - sl->off % CHUNK : e.length;
+	if (e.fd >= 0 && e.length > sl->len)
+		posix_fadvise(e.fd, (off_t)(e.file_offset + sl->len),
+			      (off_t)(e.length - sl->len < READ_AHEAD ? e.length - sl->len : READ_AHEAD),
+			      POSIX_FADV_WILLNEED);
+	ret = vhd_disk_pread(src->in, sl->buf, sl->len, sl->off);
+	if (ret < 0)
+		src->what = "reading";
+	return ret;
 }
 
 static int copy_data(struct vhd_disk *in, struct vhd_disk *out, const struct vhd_convert_opts *o,
 		     struct vhd_convert_stats *st, const char *src, struct vhd_err *err)
 {
-	struct pipeline p = {.in = in, .size = vhd_disk_size(in)};
-	uint64_t since_kick = 0, done_bytes = 0;
-	pthread_t thread;
-	int ret = 0;
+	struct convert_src cs = {.in = in, .what = "reading"};
+	uint64_t since_kick = 0, size = vhd_disk_size(in), err_off = 0;
+	struct readahead *ra = NULL;
+	struct ra_slot *sl;
+	int ret, rret;
 
-	for (int i = 0; i < SLOTS; i++)
-		if (posix_memalign((void **)&p.slots[i].buf, 4096, CHUNK)) {
-			ret = -ENOMEM;
-			goto out;
-		}
-	pthread_mutex_init(&p.lock, NULL);
-	pthread_cond_init(&p.changed, NULL);
-	if (pthread_create(&thread, NULL, reader, &p)) {
-		ret = -EAGAIN;
-		goto out_sync;
-	}
-	for (;;) {
-		struct slot *sl;
+	ret = ra_start(&ra, size, CHUNK, fill_from_source, &cs);
+	if (ret < 0)
+		return ret;
+	while ((sl = ra_next(ra))) {
 		uint64_t written = 0;
-
-		pthread_mutex_lock(&p.lock);
-		while (p.count == 0 && !p.done)
-			pthread_cond_wait(&p.changed, &p.lock);
-		if (p.count == 0) {
-			pthread_mutex_unlock(&p.lock);
-			break;
-		}
-		sl = &p.slots[p.head];
-		pthread_mutex_unlock(&p.lock);
 
 		if (sl->data) {
 			st->bytes_read += sl->len;
@@ -229,32 +161,16 @@ static int copy_data(struct vhd_disk *in, struct vhd_disk *out, const struct vhd
 			}
 		}
 		st->bytes_skipped += sl->len - written;
-		done_bytes = sl->off + sl->len;
 		if (o->progress)
-			o->progress(o->progress_ctx, done_bytes, p.size);
-
-		pthread_mutex_lock(&p.lock);
-		p.head = (p.head + 1) % SLOTS;
-		p.count--;
-		pthread_cond_broadcast(&p.changed);
-		pthread_mutex_unlock(&p.lock);
+			o->progress(o->progress_ctx, sl->off + sl->len, size);
+		ra_release(ra, sl);
 	}
-	pthread_mutex_lock(&p.lock);
-	p.stop = true;
-	pthread_cond_broadcast(&p.changed);
-	pthread_mutex_unlock(&p.lock);
-	pthread_join(thread, NULL);
-	if (ret == 0 && p.ret < 0) {
-		ret = p.ret;
-		vhd_err_set(err, "%s: %s offset %" PRIu64 ": %s", src, p.err_what, p.err_off,
+	rret = ra_finish(ra, &err_off);
+	if (ret == 0 && rret < 0) {
+		ret = rret;
+		vhd_err_set(err, "%s: %s offset %" PRIu64 ": %s", src, cs.what, err_off,
 			    strerror(-ret));
 	}
-out_sync:
-	pthread_cond_destroy(&p.changed);
-	pthread_mutex_destroy(&p.lock);
-out:
-	for (int i = 0; i < SLOTS; i++)
-		free(p.slots[i].buf);
 	return ret;
 }
 

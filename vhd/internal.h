@@ -139,8 +139,49 @@ struct write_batch {
 
 int batch_init(struct write_batch *b, struct vhd_image *img, size_t max_plans, uint64_t max_bytes);
 int batch_write(struct write_batch *b, const void *buf, uint64_t len, uint64_t off);
+/* The same in two steps, for callers that write the data themselves (on
+ * other threads): batch_plan prepares the pieces of a range and appends
+ * their plans from b->plans[*first] on; each is then written with
+ * batch_write_plan, and all of them before batch_flush.  batch_full says
+ * whether `pieces` more plans fit (flush first when it says no). */
+bool batch_full(const struct write_batch *b, size_t pieces);
+int batch_plan(struct write_batch *b, uint64_t len, uint64_t off, size_t *first);
+int batch_write_plan(struct write_batch *b, const struct vhd_write_plan *p, const void *buf);
+/* Counts written bytes; starts writeback now and then when they went
+ * through the page cache, so that the flush finds little left to do. */
+void batch_written(struct write_batch *b, uint64_t len);
 int batch_flush(struct write_batch *b);
 void batch_free(struct write_batch *b);
+
+/* Reading ahead on a thread (readahead.c).  The fill function runs on the
+ * reader thread: given slot->off and the bytes left, it sets slot->len
+ * (> 0) and either reads that much into slot->buf (slot->data = true) or
+ * leaves the run unread (a hole, or a range the caller skips). */
+struct ra_slot {
+	uint64_t off, len;
+	bool data;
+	uint8_t *buf;           /* 4096-aligned, `chunk` bytes */
+};
+typedef int (*ra_fill_fn)(void *ctx, struct ra_slot *slot, uint64_t left);
+struct readahead;
+int ra_start(struct readahead **ra, uint64_t size, size_t chunk, ra_fill_fn fill, void *ctx);
+/* The next filled slot in source order, or NULL at the end or on an error.
+ * Several may be held at once; each is given back with ra_release. */
+struct ra_slot *ra_next(struct readahead *ra);
+void ra_release(struct readahead *ra, struct ra_slot *slot);
+/* Stops and joins the reader; returns its error and where it happened. */
+int ra_finish(struct readahead *ra, uint64_t *err_off);
+
+/* Writer threads for the pieces of read-ahead slots (write_pool.c).  A
+ * submitted slot is given back to the read-ahead ring once written; the
+ * first write error comes back from any later call. */
+struct write_pool;
+int wpool_start(struct write_pool **wp, struct write_batch *b, struct readahead *ra,
+		unsigned nthreads);
+int wpool_submit(struct write_pool *wp, struct ra_slot *slot, size_t first, size_t count);
+/* Waits until every submitted write is done (before batch_flush). */
+int wpool_drain(struct write_pool *wp, uint64_t *err_off);
+int wpool_finish(struct write_pool *wp, uint64_t *err_off);
 
 void vhd_random_uuid(uint8_t uuid[16]);
 /* fsync of the directory holding path (after a rename into it). */

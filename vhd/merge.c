@@ -36,8 +36,10 @@
 
 /* Data written per fdatasync: large batches keep the sync count low (the
  * metadata of a batch is published only after its data is durable). */
-#define BATCH_BYTES (256u << 20)
-#define BATCH_PLANS 4096
+#define BATCH_BYTES (1u << 30)
+#define BATCH_PLANS 16384
+#define COPY_CHUNK (4u << 20)
+#define COPY_WRITERS 4
 #define MAX_MEMBERS VHD_MAX_CHAIN_DEPTH
 
 struct intent {
@@ -234,56 +236,117 @@ static int check_dependents(struct vhd_image *child, struct vhd_image *target,
 
 /* ---- copying ------------------------------------------------------------- */
 
-/* Copies every range the images above the target hold into the target. */
+/* The reader thread's view of the chain: what the images above the target
+ * hold is read (up to the next chunk boundary, so the writes stay aligned);
+ * what the target or its parents hold is skipped unread. */
+struct above_target {
+	struct vhd_image *child;
+	unsigned tdepth;
+};
+
+static int fill_from_above(void *ctx, struct ra_slot *sl, uint64_t left)
+{
+	struct above_target *a = ctx;
+	struct vhd_extent e;
+	int ret = vhd_map(a->child, sl->off, left, VHD_MAP_RESOLVE, &e);
+
+	if (ret < 0)
+		return ret;
+	if (e.depth >= a->tdepth) {
+		sl->len = e.length;
+		return 0;
+	}
+	if (e.kind != VHD_EXT_DATA)
+		return -ENOSPC; /* zeros above the target: a child larger than its parent */
+	sl->len = COPY_CHUNK - sl->off % COPY_CHUNK < e.length ? COPY_CHUNK - sl->off % COPY_CHUNK
+							      : e.length;
+	sl->data = true;
+	ret = pread_full(e.fd, sl->buf, sl->len, e.file_offset);
+	/* Each byte is read once, from a file the merge then removes or
+	 * empties: its cache is dropped here, beside the writes, rather than
+	 * all at once when the file goes away. */
+	if (ret == 0)
+		posix_fadvise(e.fd, (off_t)e.file_offset, (off_t)sl->len, POSIX_FADV_DONTNEED);
+	return ret;
+}
+
+/* Copies every range the images above the target hold into the target.  A
+ * reader thread reads the chain ahead; this thread plans each slot's writes
+ * (block allocation: all metadata stays here) and writer threads write the
+ * data, several requests in flight.  Before each batch is published, every
+ * write of it has finished and one fdatasync made it durable. */
 static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image *target,
 		      const struct vhd_merge_opts *o, struct vhd_merge_stats *st, struct vhd_err *err)
 {
-	uint64_t size = child->virtual_size, off = 0;
+	struct above_target src = {child, tdepth};
+	uint64_t size = child->virtual_size, off = 0, err_off = 0;
+	/* a chunk spans at most this many blocks, so this many plans */
+	size_t pieces = target->block_size ? COPY_CHUNK / target->block_size + 2 : 1;
 	struct write_batch batch, *b = &batch;
-	uint8_t *buf = NULL;
-	int ret = batch_init(b, target, BATCH_PLANS, BATCH_BYTES);
+	struct readahead *ra = NULL;
+	struct write_pool *wp = NULL;
+	struct ra_slot *sl;
+	int ret, rret;
 
-	if (ret < 0 || posix_memalign((void **)&buf, 4096, VHD_DEFAULT_BLOCK_SIZE)) {
-		ret = -ENOMEM;
+	ret = batch_init(b, target, BATCH_PLANS, BATCH_BYTES);
+	if (ret == 0)
+		ret = ra_start(&ra, size, COPY_CHUNK, fill_from_above, &src);
+	if (ret == 0)
+		ret = wpool_start(&wp, b, ra, COPY_WRITERS);
+	if (ret < 0)
 		goto out;
-	}
-	while (off < size) {
-		struct vhd_extent e;
-		uint64_t n;
+	while ((sl = ra_next(ra))) {
+		size_t first;
 
-		ret = vhd_map(child, off, size - off, VHD_MAP_RESOLVE, &e);
-		if (ret < 0)
-			goto io_fail;
-		n = e.length < VHD_DEFAULT_BLOCK_SIZE ? e.length : VHD_DEFAULT_BLOCK_SIZE;
-		if (e.depth < tdepth && e.kind == VHD_EXT_DATA) {
-			ret = pread_full(e.fd, buf, n, e.file_offset);
+		off = sl->off;
+		if (sl->data && batch_full(b, pieces)) {
+			ret = wpool_drain(wp, &off);
 			if (ret == 0)
-				ret = batch_write(b, buf, n, off);
-			if (ret < 0)
-				goto io_fail;
-			st->bytes_copied += n;
-		} else if (e.depth < tdepth) {
-			/* zeros above the target (a child larger than its parent) */
-			vhd_err_set(err, "%s: offset %" PRIu64 " lies beyond %s's size; resize it first",
-				    child->path, off, target->path);
-			ret = -ENOSPC;
-			goto out;
+				ret = batch_flush(b);
 		}
-		off += e.kind == VHD_EXT_DATA && e.depth < tdepth ? n : e.length;
+		if (sl->data && ret == 0)
+			ret = batch_plan(b, sl->len, sl->off, &first);
+		if (!sl->data || ret < 0) {
+			ra_release(ra, sl);
+		} else {
+			ret = wpool_submit(wp, sl, first, b->n - first); /* gives sl back */
+			batch_written(b, sl->len);
+			st->bytes_copied += sl->len;
+		}
+		if (ret < 0)
+			break;
+		off = sl->off + sl->len;
 		if (o->progress)
 			o->progress(o->progress_ctx, off, size);
 	}
-	ret = batch_flush(b);
+	rret = wpool_finish(wp, &err_off);
+	wp = NULL;
+	if (ret == 0 && rret < 0) {
+		ret = rret;
+		off = err_off;
+	}
+	rret = ra_finish(ra, &err_off);
+	ra = NULL;
+	if (ret == 0 && rret == -ENOSPC) {
+		vhd_err_set(err, "%s: offset %" PRIu64 " lies beyond %s's size; resize it first",
+			    child->path, err_off, target->path);
+		ret = rret;
+		goto out;
+	}
+	if (ret == 0 && rret < 0) {
+		ret = rret;
+		off = err_off;
+	}
+	if (ret == 0)
+		ret = batch_flush(b);
 	if (ret == 0)
 		ret = vhd_flush(target);
 	if (ret < 0)
-		goto io_fail;
-	goto out;
-io_fail:
-	vhd_err_set(err, "%s: merging offset %" PRIu64 " into %s: %s", child->path, off,
-		    target->path, strerror(-ret));
+		vhd_err_set(err, "%s: merging offset %" PRIu64 " into %s: %s", child->path, off,
+			    target->path, strerror(-ret));
 out:
-	free(buf);
+	wpool_finish(wp, NULL);
+	ra_finish(ra, NULL);
 	batch_free(b);
 	return ret;
 }
@@ -397,8 +460,15 @@ static int open_for_merge(const char *child, const char *into, const struct vhd_
 		}
 		locks[(*nr_locks)++] = fd;
 	}
-	rw.flags = (rw.flags | VHD_OPEN_RDWR) & ~VHD_OPEN_NO_LOCK;
+	/* The target's data bypasses the page cache: a merge writes each byte
+	 * once, and filling fresh cache pages cost twice the copy itself.  A file
+	 * system without O_DIRECT gets the page cache. */
+	rw.flags = (rw.flags | VHD_OPEN_RDWR | VHD_OPEN_DIRECT) & ~VHD_OPEN_NO_LOCK;
 	ret = vhd_open(m->path, &rw, &t, err);
+	if (ret == -EINVAL) {
+		rw.flags &= ~VHD_OPEN_DIRECT;
+		ret = vhd_open(m->path, &rw, &t, err);
+	}
 	if (ret < 0)
 		return ret;
 	if (memcmp(t->footer.uuid, m->footer.uuid, 16)) {

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Merge benchmark (not a pass/fail test).  One run, same machine, same data:
-#   vhdtool merge      a child holding CHANGED bytes (random, in 64 KiB..4 MiB
-#                      extents) merged into its dynamic parent
-#   qemu-img commit    the same change in a qcow2 child over a qcow2 base
-#                      (qemu cannot merge VHDs)
-#   plain copy         dd of the changed bytes into a fresh file with fsync:
-#                      the physical floor for writing that much data
+#   vhdtool merge          a child holding CHANGED bytes (random, in 64 KiB..4 MiB
+#                          extents) merged into its dynamic parent; the child is
+#                          removed at the end, as Merge-VHD does
+#   vhdtool merge --keep   the same, the child kept (emptied): no file removal
+#   qemu-img commit        the same change in a qcow2 child over a qcow2 base
+#                          (qemu cannot merge VHDs; commit empties the child)
+#   plain copy             dd of the changed bytes into a fresh file with fsync,
+#                          through the page cache and with O_DIRECT: the faster
+#                          of the two is the floor for writing that much data
+#   removal                rm of that copy: what deleting a file of that size
+#                          costs on this file system (merge pays it for the child)
 # Prints the median of RUNS wall times and the ratios.
-# Env: SIZE (default 4G), CHANGED (default 1G), RUNS (default 3), DIR.
+# Env: SIZE (default 4G), CHANGED (default 1G), RUNS (default 5), DIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 V=${VHDTOOL:-$here/../../build/tools/vhdtool}
 SIZE=${SIZE:-4G}
 CHANGED=${CHANGED:-1G}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 dir=$(mktemp -d "${DIR:-/var/tmp}/merge-bench.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
@@ -57,24 +62,44 @@ apply_qcow2() {
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -a tv tq tc
+declare -a tv tk tq tc td trm
 for ((r = 0; r < RUNS; r++)); do
 	rm -f ./*.vhd ./*.qcow2 copy.bin
 	"$V" create base.vhd "$SIZE" >/dev/null
 	"$V" create --parent base.vhd child.vhd >/dev/null
 	apply_vhd child.vhd
+	mkdir -p pristine
+	cp --sparse=always base.vhd child.vhd pristine/
 	qemu-img create -q -f qcow2 base.qcow2 "$SIZE"
 	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 child.qcow2
 	apply_qcow2 child.qcow2
 	sync
 	tv+=("$(t "$V" merge child.vhd)")
+	cp --sparse=always pristine/base.vhd pristine/child.vhd . && sync
+	tk+=("$(t "$V" merge --keep child.vhd)")
 	tq+=("$(t sh -c 'qemu-img commit -q child.qcow2 && sync base.qcow2')")
 	tc+=("$(t dd if=data.bin of=copy.bin bs=4M conv=fsync status=none)")
+	rm -f copy.bin && sync
+	td+=("$(t dd if=data.bin of=copy.bin bs=4M oflag=direct conv=fsync status=none)")
+	trm+=("$(t rm copy.bin)")
 done
-mv=$(printf '%s\n' "${tv[@]}" | median)
-mq=$(printf '%s\n' "${tq[@]}" | median)
-mc=$(printf '%s\n' "${tc[@]}" | median)
-printf '%-34s %8s s\n' "vhdtool merge (durable)" "$mv" "qemu-img commit qcow2 + sync" "$mq" \
-	"plain copy of the changed bytes" "$mc"
-printf 'ratio vhdtool/qemu-img commit: %.2f\n' "$(echo "$mv / $mq" | bc -l)"
-printf 'ratio vhdtool/plain copy:      %.2f (target <= 1.2)\n' "$(echo "$mv / $mc" | bc -l)"
+med() { printf '%s\n' "$@" | median; }
+mv=$(med "${tv[@]}")
+mk=$(med "${tk[@]}")
+mq=$(med "${tq[@]}")
+mc=$(med "${tc[@]}")
+md=$(med "${td[@]}")
+mr=$(med "${trm[@]}")
+floor=$(echo "if ($mc < $md) $mc else $md" | bc -l)
+printf '%-40s %8.2f s\n' "vhdtool merge (durable, child removed)" "$mv" \
+	"vhdtool merge --keep (child emptied)" "$mk" \
+	"qemu-img commit qcow2 + sync" "$mq" \
+	"plain copy, page cache (dd, fsync)" "$mc" \
+	"plain copy, O_DIRECT (dd, fsync)" "$md" \
+	"removal of a file that size (rm)" "$mr"
+printf 'ratio vhdtool merge / qemu-img commit:         %.2f\n' "$(echo "$mv / $mq" | bc -l)"
+printf 'ratio vhdtool merge / plain copy:              %.2f (target <= 1.2)\n' \
+	"$(echo "$mv / $floor" | bc -l)"
+printf 'ratio vhdtool merge --keep / plain copy:       %.2f\n' "$(echo "$mk / $floor" | bc -l)"
+printf 'ratio vhdtool merge / (plain copy + removal):  %.2f\n' \
+	"$(echo "$mv / ($floor + $mr)" | bc -l)"
