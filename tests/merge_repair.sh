@@ -60,6 +60,15 @@ if command -v qemu-img >/dev/null; then
 	qemu-img compare -q -f vpc -F raw base.vhd ref.raw || die "qemu-img disagrees after merge"
 fi
 
+# 2b. the same with small batches: merged blocks of every image above the
+# target are dropped (bottom up) and their space given back as it goes
+chain 3 24M
+"$V" merge --batch-size 1M --into base.vhd c3.vhd --output=json >out.json
+[ "$(json_get out.json bytes-released-early)" -gt 0 ] || die "nothing released early: $(cat out.json)"
+[ ! -e c1.vhd ] && [ ! -e c2.vhd ] && [ ! -e c3.vhd ] || die "intermediates left"
+same base.vhd
+expect_check_clean base.vhd
+
 # 3. --keep: the child stays, empty, same content
 chain 1 24M
 "$V" merge --keep c1.vhd >/dev/null
@@ -113,12 +122,26 @@ if [ "$(id -u)" = 0 ] && mkdir -p full && mount -t tmpfs -o size=40m tmpfs full 
 		[ ! -e c1.vhd ] || die "c1.vhd left after the resumed merge"
 		same base.vhd
 		expect_check_clean base.vhd
+
+		# small batches give the child's space back as they go: the same
+		# merge fits in a file system that cannot hold two copies
+		mount -o remount,size=40m "$TMP/full"
+		rm -f base.vhd
+		"$V" create -b 512K base.vhd 64M >/dev/null
+		"$V" create --parent base.vhd c1.vhd >/dev/null
+		"$V" write c1.vhd --offset 4M ../big
+		"$V" merge --batch-size 4M --output=json c1.vhd >../out.json 2>../err.txt ||
+			die "a merge with small batches did not fit: $(cat ../err.txt)"
+		[ "$(json_get ../out.json bytes-released-early)" -gt $((8 << 20)) ] ||
+			die "small batches gave back too little: $(cat ../out.json)"
+		same base.vhd
+		expect_check_clean base.vhd
 	)
 	rc=$?
 	set -e
 	umount "$TMP/full"
 	[ "$rc" = 0 ] || die "the full-file-system case failed"
-	log "merge on a full file system: refused cleanly, finished after growing it"
+	log "merge on a full file system: refused cleanly, finished after growing it; fits with --batch-size"
 else
 	log "not root or no tmpfs: the full-file-system case is left out"
 fi
@@ -135,7 +158,8 @@ for ((r = 0; r < rounds; r++)); do
 	head -c 40M /dev/urandom >big
 	"$V" write c2.vhd --offset 8M big
 	dd if=big of=ref.raw bs=1M seek=8 conv=notrunc status=none
-	"$V" merge --into base.vhd c2.vhd >/dev/null 2>&1 &
+	# odd rounds: small batches, so kills land while blocks are released
+	"$V" merge --into base.vhd $([ $((r % 2)) = 1 ] && echo --batch-size 1M) c2.vhd >/dev/null 2>&1 &
 	pid=$!
 	sleep "$(printf "0.%03d" $((RANDOM % 150)))"
 	kill -9 "$pid" 2>/dev/null || true

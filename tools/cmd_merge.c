@@ -22,6 +22,10 @@ static const char merge_help[] =
 	"                    automatically\n"
 	"  --force           merge even if other disks depend on the target or on an\n"
 	"                    image that goes away (their content changes or breaks)\n"
+	"  --batch-size=SIZE data copied between syncs (default 1G).  After each batch\n"
+	"                    the merged blocks of the images above the target are\n"
+	"                    dropped and their space given back, so the merge needs\n"
+	"                    about SIZE of free space, not a second copy of the child\n"
 	"  -p, --progress    show progress on a terminal\n"
 	"  --output=json     print a JSON summary\n"
 	"  --parent-dir=DIR  look for parents only under DIR\n"
@@ -31,6 +35,9 @@ static const char merge_help[] =
 	"(fsynced) names the source, the target and the progress state; while the data\n"
 	"is copied the chain seen from CHILD keeps its content.  After a crash or kill,\n"
 	"run the same command again (or `vhdtool repair CHILD`) to finish the merge.\n"
+	"\n"
+	"Exit status: 0 merged, 1 failed (the chain reads as before; see the message),\n"
+	"2 usage error.\n"
 	"\n"
 	"Examples:\n"
 	"  vhdtool merge child.vhd\n"
@@ -43,6 +50,7 @@ int cmd_merge(int argc, char **argv)
 		{"keep", no_argument, NULL, 'k' + 256},
 		{"sibling", required_argument, NULL, 's' + 256},
 		{"force", no_argument, NULL, 'F' + 256},
+		{"batch-size", required_argument, NULL, 'b' + 256},
 		{"progress", no_argument, NULL, 'p'},
 		CLI_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
@@ -72,6 +80,13 @@ int cmd_merge(int argc, char **argv)
 			break;
 		case 'F' + 256:
 			o.force = true;
+			break;
+		case 'b' + 256:
+			if (cli_parse_size(optarg, &o.batch_bytes) < 0 || o.batch_bytes < (1u << 20)) {
+				cli_error("merge: --batch-size: '%s' is not a size of at least 1M",
+					  optarg);
+				goto out;
+			}
 			break;
 		case 'p':
 			progress = true;
@@ -108,6 +123,8 @@ int cmd_merge(int argc, char **argv)
 		json_object_object_add(j, "target", json_object_new_string(st.target));
 		json_object_object_add(j, "merged-images", json_object_new_uint64(st.merged_images));
 		json_object_object_add(j, "bytes-copied", json_object_new_uint64(st.bytes_copied));
+		json_object_object_add(j, "bytes-released-early",
+				       json_object_new_uint64(st.bytes_released));
 		json_object_object_add(j, "resumed", json_object_new_boolean(st.resumed));
 		json_object_object_add(j, "kept", json_object_new_boolean(o.keep));
 		cli_print_json(j);

@@ -125,6 +125,9 @@ static inline uint64_t block_file_offset(const struct vhd_image *img, uint32_t b
  * after everything the file holds (metadata, locators, batmaps, blocks and
  * the trailing footer). */
 uint64_t next_block_offset(const struct vhd_image *img);
+/* Bytes block `block` (bitmap at file offset off) takes in the file: a
+ * short last block may end early. */
+uint64_t block_span(const struct vhd_image *img, uint32_t block, uint64_t off);
 
 /* Batched writes through the prepare/commit protocol (batch.c): the data of
  * many pieces, one fdatasync, then every piece's metadata.  A batch flushes
@@ -182,6 +185,18 @@ int wpool_submit(struct write_pool *wp, struct ra_slot *slot, size_t first, size
 /* Waits until every submitted write is done (before batch_flush). */
 int wpool_drain(struct write_pool *wp, uint64_t *err_off);
 int wpool_finish(struct write_pool *wp, uint64_t *err_off);
+
+/* A merge gives the space of what it already copied back as it goes
+ * (merge_release.c): once the target durably holds everything below a
+ * virtual offset, the images above it drop their blocks that lie wholly
+ * below it, and those blocks' file space is freed, on a thread of its own. */
+struct releaser;
+int releaser_start(struct releaser **r, struct vhd_image *child, unsigned tdepth,
+		   struct vhd_err *err);
+/* The target holds everything below `durable` (data and BAT on disk). */
+void releaser_advance(struct releaser *r, uint64_t durable);
+/* Waits for the thread; returns its error and the bytes given back. */
+int releaser_finish(struct releaser *r, uint64_t *released);
 
 void vhd_random_uuid(uint8_t uuid[16]);
 /* fsync of the directory holding path (after a rename into it). */

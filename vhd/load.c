@@ -342,7 +342,7 @@ static int load_bat(struct vhd_image *img, struct vhd_diag *d)
  * (we and qemu) store the last block whole even when the virtual size ends
  * inside it; a file that stores it short is accepted as long as the part
  * inside the virtual size is there. */
-static uint64_t block_span(const struct vhd_image *img, uint32_t block, uint64_t off)
+uint64_t block_span(const struct vhd_image *img, uint32_t block, uint64_t off)
 {
 	uint64_t start = (uint64_t)block * img->block_size;
 	uint64_t used = img->footer.current_size - start;

@@ -35,8 +35,9 @@
 #include "internal.h"
 
 /* Data written per fdatasync: large batches keep the sync count low (the
- * metadata of a batch is published only after its data is durable). */
-#define BATCH_BYTES (1u << 30)
+ * metadata of a batch is published only after its data is durable); after
+ * each, the space of what was merged is given back (merge_release.c). */
+#define BATCH_BYTES (1ull << 30)
 #define BATCH_PLANS 16384
 #define COPY_CHUNK (4u << 20)
 #define COPY_WRITERS 4
@@ -285,14 +286,17 @@ static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image
 	struct write_batch batch, *b = &batch;
 	struct readahead *ra = NULL;
 	struct write_pool *wp = NULL;
+	struct releaser *rel = NULL;
 	struct ra_slot *sl;
 	int ret, rret;
 
-	ret = batch_init(b, target, BATCH_PLANS, BATCH_BYTES);
+	ret = batch_init(b, target, BATCH_PLANS, o->batch_bytes ? o->batch_bytes : BATCH_BYTES);
 	if (ret == 0)
 		ret = ra_start(&ra, size, COPY_CHUNK, fill_from_above, &src);
 	if (ret == 0)
 		ret = wpool_start(&wp, b, ra, COPY_WRITERS);
+	if (ret == 0)
+		ret = releaser_start(&rel, child, tdepth, err);
 	if (ret < 0)
 		goto out;
 	while ((sl = ra_next(ra))) {
@@ -303,6 +307,10 @@ static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image
 			ret = wpool_drain(wp, &off);
 			if (ret == 0)
 				ret = batch_flush(b);
+			if (ret == 0)
+				ret = vhd_flush(target); /* the BAT entries too: see merge_release.c */
+			if (ret == 0)
+				releaser_advance(rel, sl->off);
 		}
 		if (sl->data && ret == 0)
 			ret = batch_plan(b, sl->len, sl->off, &first);
@@ -325,6 +333,14 @@ static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image
 		ret = rret;
 		off = err_off;
 	}
+	rret = releaser_finish(rel, &st->bytes_released);
+	rel = NULL;
+	if (ret == 0 && rret < 0) {
+		vhd_err_set(err, "%s: giving back the space of merged blocks: %s", child->path,
+			    strerror(-rret));
+		ret = rret;
+		goto out;
+	}
 	rret = ra_finish(ra, &err_off);
 	ra = NULL;
 	if (ret == 0 && rret == -ENOSPC) {
@@ -346,6 +362,7 @@ static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image
 			    target->path, strerror(-ret));
 out:
 	wpool_finish(wp, NULL);
+	releaser_finish(rel, NULL);
 	ra_finish(ra, NULL);
 	batch_free(b);
 	return ret;

@@ -343,6 +343,11 @@ struct vhd_merge_opts {
 	bool force;
 	const char *const *siblings;  /* extra disks to treat as possible dependents */
 	size_t nr_siblings;
+	uint64_t batch_bytes;        /* copied per sync; 0 = 1 GiB.  After each
+	                              * batch, merged blocks of the images above
+	                              * the target are dropped and their space
+	                              * given back: smaller batches need less
+	                              * free space, larger ones fewer syncs */
 	vhd_progress_fn progress;
 	void *progress_ctx;
 };
@@ -351,6 +356,8 @@ struct vhd_merge_stats {
 	char target[4096];
 	unsigned merged_images;       /* images whose content went into the target */
 	uint64_t bytes_copied;
+	uint64_t bytes_released;      /* given back while merging (merged blocks
+	                               * dropped from the images above the target) */
 	bool resumed;                 /* an interrupted merge was finished */
 };
 

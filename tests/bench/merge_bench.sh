@@ -4,6 +4,9 @@
 #                          extents) merged into its dynamic parent; the child is
 #                          removed at the end, as Merge-VHD does
 #   vhdtool merge --keep   the same, the child kept (emptied): no file removal
+#   vhdtool merge --batch-size 256M
+#                          the child's space given back every 256 MiB, so the
+#                          merge needs little free space
 #   qemu-img commit        the same change in a qcow2 child over a qcow2 base
 #                          (qemu cannot merge VHDs; commit empties the child)
 #   plain copy             dd of the changed bytes into a fresh file with fsync,
@@ -62,7 +65,7 @@ apply_qcow2() {
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -a tv tk tq tc td trm
+declare -a tv tk tb tq tc td trm
 for ((r = 0; r < RUNS; r++)); do
 	rm -f ./*.vhd ./*.qcow2 copy.bin
 	"$V" create base.vhd "$SIZE" >/dev/null
@@ -74,9 +77,13 @@ for ((r = 0; r < RUNS; r++)); do
 	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 child.qcow2
 	apply_qcow2 child.qcow2
 	sync
+	# both merges start from the same copy of the pair, in the same state
+	cp --sparse=always pristine/base.vhd pristine/child.vhd . && sync
 	tv+=("$(t "$V" merge child.vhd)")
 	cp --sparse=always pristine/base.vhd pristine/child.vhd . && sync
 	tk+=("$(t "$V" merge --keep child.vhd)")
+	cp --sparse=always pristine/base.vhd pristine/child.vhd . && sync
+	tb+=("$(t "$V" merge --batch-size 256M child.vhd)")
 	tq+=("$(t sh -c 'qemu-img commit -q child.qcow2 && sync base.qcow2')")
 	tc+=("$(t dd if=data.bin of=copy.bin bs=4M conv=fsync status=none)")
 	rm -f copy.bin && sync
@@ -86,6 +93,7 @@ done
 med() { printf '%s\n' "$@" | median; }
 mv=$(med "${tv[@]}")
 mk=$(med "${tk[@]}")
+mb=$(med "${tb[@]}")
 mq=$(med "${tq[@]}")
 mc=$(med "${tc[@]}")
 md=$(med "${td[@]}")
@@ -93,6 +101,7 @@ mr=$(med "${trm[@]}")
 floor=$(echo "if ($mc < $md) $mc else $md" | bc -l)
 printf '%-40s %8.2f s\n' "vhdtool merge (durable, child removed)" "$mv" \
 	"vhdtool merge --keep (child emptied)" "$mk" \
+	"vhdtool merge --batch-size 256M" "$mb" \
 	"qemu-img commit qcow2 + sync" "$mq" \
 	"plain copy, page cache (dd, fsync)" "$mc" \
 	"plain copy, O_DIRECT (dd, fsync)" "$md" \
@@ -101,5 +110,7 @@ printf 'ratio vhdtool merge / qemu-img commit:         %.2f\n' "$(echo "$mv / $m
 printf 'ratio vhdtool merge / plain copy:              %.2f (target <= 1.2)\n' \
 	"$(echo "$mv / $floor" | bc -l)"
 printf 'ratio vhdtool merge --keep / plain copy:       %.2f\n' "$(echo "$mk / $floor" | bc -l)"
+printf 'ratio vhdtool merge --batch-size 256M / plain copy + removal: %.2f\n' \
+	"$(echo "$mb / ($floor + $mr)" | bc -l)"
 printf 'ratio vhdtool merge / (plain copy + removal):  %.2f\n' \
 	"$(echo "$mv / ($floor + $mr)" | bc -l)"
