@@ -41,11 +41,64 @@ static int sock_path(const struct hv_paths *p, const char *leaf, char *buf, size
 	return 0;
 }
 
+/* The leaf name of synthetic disk I's vhost-user socket. */
+#define VU_LEAF_LEN 32
+static const char *vu_leaf(unsigned i, char leaf[VU_LEAF_LEN])
+{
+	snprintf(leaf, VU_LEAF_LEN, "vu%u.sock", i);
+	return leaf;
+}
+
+/* run_dir/LEAF escaped for a QEMU option, malloc'd: 0, -ENAMETOOLONG (err
+ * says why) or -ENOMEM. */
+static int qemu_sock(const struct hv_paths *p, const char *leaf, char **out,
+		     struct hv_err *err)
+{
+	char sock[256];
+	int ret = sock_path(p, leaf, sock, sizeof(sock), err);
+
+	*out = NULL;
+	if (ret < 0)
+		return ret;
+	*out = qemu_escape(sock);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* A QMP monitor on run_dir/LEAF, its chardev named ID. */
+static int add_qmp_monitor(struct hv_argv *a, const struct hv_paths *p, const char *leaf,
+			   const char *id, struct hv_err *err)
+{
+	char *e;
+	int ret = qemu_sock(p, leaf, &e, err);
+
+	if (ret == 0 && (hv_argv_add(a, "-chardev") ||
+			 hv_argv_addf(a, "socket,id=%s,path=%s,server=on,wait=off", id, e) ||
+			 hv_argv_add(a, "-mon") ||
+			 hv_argv_addf(a, "chardev=%s,mode=control", id)))
+		ret = -ENOMEM;
+	free(e);
+	return ret;
+}
+
+/* The end of building a command line: on success a moves to out; an
+ * -ENOMEM gets its message. */
+static int argv_finish(struct hv_argv *a, int ret, struct hv_argv *out, struct hv_err *err)
+{
+	if (ret == 0) {
+		*out = *a;
+		*a = (struct hv_argv){0};
+	} else if (ret == -ENOMEM) {
+		hv_err_set(err, "out of memory");
+	}
+	hv_argv_free(a);
+	return ret;
+}
+
 int hv_vspd_argv(const struct hv_config *c, const char *vspd, const struct hv_paths *p,
 		 struct hv_argv *out, struct hv_err *err)
 {
 	struct hv_argv a = {0};
-	char sock[256];
+	char sock[256], leaf[VU_LEAF_LEN];
 	unsigned queues = 0;
 	int ret = -ENOMEM;
 
@@ -73,33 +126,24 @@ int hv_vspd_argv(const struct hv_config *c, const char *vspd, const struct hv_pa
 	if (queues && (hv_argv_add(&a, "--num-queues") || hv_argv_addf(&a, "%u", queues)))
 		goto out;
 	for (unsigned i = 0; i < c->nr_disks; i++) {
-		const struct hv_disk_config *d = &c->disks[i];
-		char leaf[32];
-
-		if (d->bus != HV_BUS_SYNTHETIC)
+		if (c->disks[i].bus != HV_BUS_SYNTHETIC)
 			continue;
-		snprintf(leaf, sizeof(leaf), "vu%u.sock", i);
-		if ((ret = sock_path(p, leaf, sock, sizeof(sock), err)) < 0)
+		if ((ret = sock_path(p, vu_leaf(i, leaf), sock, sizeof(sock), err)) < 0)
 			goto out;
 		ret = -ENOMEM;
 		if (hv_argv_add(&a, "--vhost-user") || hv_argv_addf(&a, "d%u=%s", i, sock))
 			goto out;
 	}
-	*out = a;
-	a = (struct hv_argv){0};
 	ret = 0;
 out:
-	if (ret == -ENOMEM)
-		hv_err_set(err, "out of memory");
-	hv_argv_free(&a);
-	return ret;
+	return argv_finish(&a, ret, out, err);
 }
 
 int hv_qemu_argv(const struct hv_config *c, const char *qemu, const char *accel,
 		 const struct hv_paths *p, struct hv_argv *out, struct hv_err *err)
 {
 	struct hv_argv a = {0};
-	char sock[256], *e1 = NULL, *e2 = NULL;
+	char *e = NULL;
 	bool kvm;
 	int ret = -ENOMEM;
 
@@ -125,34 +169,19 @@ int hv_qemu_argv(const struct hv_config *c, const char *qemu, const char *accel,
 	    hv_argv_addf(&a, "memory-backend-memfd,id=hv-mem,size=%uM,share=on", c->memory_mb) ||
 	    hv_argv_add(&a, "-smp") || hv_argv_addf(&a, "%u", c->vcpus))
 		goto out;
-	e1 = qemu_escape(p->serial_log);
-	if (!e1)
+	e = qemu_escape(p->serial_log);
+	if (!e)
 		goto out;
 	if (hv_argv_add(&a, "-chardev") ||
-	    hv_argv_addf(&a, "file,id=hv-serial,path=%s,append=on", e1) ||
+	    hv_argv_addf(&a, "file,id=hv-serial,path=%s,append=on", e) ||
 	    hv_argv_add(&a, "-serial") || hv_argv_add(&a, "chardev:hv-serial"))
 		goto out;
-	if ((ret = sock_path(p, "qmp.sock", sock, sizeof(sock), err)) < 0)
+	if ((ret = add_qmp_monitor(&a, p, "qmp.sock", "hv-qmp", err)) < 0 ||
+	    (ret = add_qmp_monitor(&a, p, "qmp-worker.sock", "hv-qmpw", err)) < 0)
 		goto out;
 	ret = -ENOMEM;
-	free(e1);
-	e1 = qemu_escape(sock);
-	if (!e1 || hv_argv_add(&a, "-chardev") ||
-	    hv_argv_addf(&a, "socket,id=hv-qmp,path=%s,server=on,wait=off", e1) ||
-	    hv_argv_add(&a, "-mon") || hv_argv_add(&a, "chardev=hv-qmp,mode=control"))
-		goto out;
-	if ((ret = sock_path(p, "qmp-worker.sock", sock, sizeof(sock), err)) < 0)
-		goto out;
-	ret = -ENOMEM;
-	free(e1);
-	e1 = qemu_escape(sock);
-	if (!e1 || hv_argv_add(&a, "-chardev") ||
-	    hv_argv_addf(&a, "socket,id=hv-qmpw,path=%s,server=on,wait=off", e1) ||
-	    hv_argv_add(&a, "-mon") || hv_argv_add(&a, "chardev=hv-qmpw,mode=control") ||
-	    /* Paused until the worker listens for events and says cont. */
-	    hv_argv_add(&a, "-S"))
-		goto out;
-	if (c->reboot_poweroff && hv_argv_add(&a, "-no-reboot"))
+	/* Paused until the worker listens for events and says cont. */
+	if (hv_argv_add(&a, "-S") || (c->reboot_poweroff && hv_argv_add(&a, "-no-reboot")))
 		goto out;
 	if (c->kernel) {
 		if (hv_argv_add(&a, "-kernel") || hv_argv_add(&a, c->kernel))
@@ -164,48 +193,33 @@ int hv_qemu_argv(const struct hv_config *c, const char *qemu, const char *accel,
 	}
 	for (unsigned i = 0; i < c->nr_disks; i++) {
 		const struct hv_disk_config *d = &c->disks[i];
-		char boot[32] = "";
+		bool vu = d->bus == HV_BUS_SYNTHETIC;
+		char boot[32] = "", leaf[VU_LEAF_LEN];
 
 		if (c->boot_disk == (int)i)
 			snprintf(boot, sizeof(boot), ",bootindex=1");
-		if (d->bus == HV_BUS_SYNTHETIC) {
-			char leaf[32];
-
-			snprintf(leaf, sizeof(leaf), "vu%u.sock", i);
-			if ((ret = sock_path(p, leaf, sock, sizeof(sock), err)) < 0)
-				goto out;
-			ret = -ENOMEM;
-			free(e1);
-			e1 = qemu_escape(sock);
+		free(e);
+		if ((ret = qemu_sock(p, vu ? vu_leaf(i, leaf) : "nbd.sock", &e, err)) < 0)
+			goto out;
+		ret = -ENOMEM;
+		if (vu) {
 			/* reconnect=1: if the VSP restarts, QEMU reconnects to it. */
-			if (!e1 || hv_argv_add(&a, "-chardev") ||
-			    hv_argv_addf(&a, "socket,id=hv-vu%u,path=%s,reconnect=1", i, e1) ||
+			if (hv_argv_add(&a, "-chardev") ||
+			    hv_argv_addf(&a, "socket,id=hv-vu%u,path=%s,reconnect=1", i, e) ||
 			    hv_argv_add(&a, "-device") ||
 			    hv_argv_addf(&a, "vhost-user-blk-pci,id=hv-disk%u,chardev=hv-vu%u,"
 					 "num-queues=%u%s", i, i, d->num_queues, boot))
 				goto out;
-		} else {
-			if ((ret = sock_path(p, "nbd.sock", sock, sizeof(sock), err)) < 0)
-				goto out;
-			ret = -ENOMEM;
-			free(e2);
-			e2 = qemu_escape(sock);
-			if (!e2 || hv_argv_add(&a, "-blockdev") ||
-			    hv_argv_addf(&a, "driver=nbd,node-name=hv-nbd%u,server.type=unix,"
-					 "server.path=%s,export=d%u", i, e2, i) ||
-			    hv_argv_add(&a, "-device") ||
-			    hv_argv_addf(&a, "ide-hd,id=hv-disk%u,drive=hv-nbd%u%s", i, i, boot))
-				goto out;
+		} else if (hv_argv_add(&a, "-blockdev") ||
+			   hv_argv_addf(&a, "driver=nbd,node-name=hv-nbd%u,server.type=unix,"
+					"server.path=%s,export=d%u", i, e, i) ||
+			   hv_argv_add(&a, "-device") ||
+			   hv_argv_addf(&a, "ide-hd,id=hv-disk%u,drive=hv-nbd%u%s", i, i, boot)) {
+			goto out;
 		}
 	}
-	*out = a;
-	a = (struct hv_argv){0};
 	ret = 0;
 out:
-	if (ret == -ENOMEM)
-		hv_err_set(err, "out of memory");
-	free(e1);
-	free(e2);
-	hv_argv_free(&a);
-	return ret;
+	free(e);
+	return argv_finish(&a, ret, out, err);
 }

@@ -226,235 +226,232 @@ static int parse_uint_opt(const char *s, const char *opt, unsigned *out)
 	return 0;
 }
 
-static int cmd_create(struct hv_ctx *ctx, int argc, char **argv)
+/* ---- commands ------------------------------------------------------------
+ * Every command is a row of cmds[] below; run_cmd() does what they share:
+ * options (--help included), operands, the error message of a failed libhv
+ * call, the exit status and the "Started partition NAME" line. */
+
+/* What a command's options and operands set; each command reads its own. */
+struct call {
+	const char *name;           /* the partition NAME (OPERANDS_NAME) */
+	int argc;                   /* the operands (OPERANDS_ANY) */
+	char **argv;
+	const char *accel;          /* --accel */
+	int timeout_ms;             /* --timeout */
+	bool json;                  /* --output=json */
+	bool no_qmp;                /* --no-qmp */
+	bool dash_f;                /* -f: --force, or --follow for console */
+	struct hv_config *config;   /* create: built from the options */
+	bool from_opts;             /* create: an option other than --help given */
+};
+
+/* Returned by a command's run when its libhv call failed: run_cmd prints
+ * "hvctl: COMMAND: " and the message in err, and exits 1. */
+#define CMD_FAILED (-1)
+
+enum cmd_operands {
+	OPERANDS_NAME,              /* exactly one partition NAME (the default) */
+	OPERANDS_NONE,
+	OPERANDS_ANY,               /* the command checks them */
+};
+
+struct cmd {
+	const char *name;
+	const char *help;           /* --help prints it */
+	const char *shortopts;      /* for getopt_long */
+	const struct option *opts;  /* ends with OPTS_END */
+	/* Sets up a call before the options (create): an exit status. */
+	int (*init)(struct call *c);
+	/* One option other than --help: 0, or -1 when it is bad (said). */
+	int (*opt)(struct call *c, int opt, const char *arg);
+	enum cmd_operands operands;
+	/* The work: an exit status (with anything wrong already said), or
+	 * CMD_FAILED. */
+	int (*run)(struct hv_ctx *ctx, struct call *c, struct hv_err *err);
+	/* If set, success prints "DONE partition NAME". */
+	const char *done;
+};
+
+/* The end of every command's long options. */
+#define OPTS_END {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}
+
+/* The options of every command but create. */
+static int take_opt(struct call *c, int opt, const char *arg)
 {
-	static const struct option opts[] = {
-		{"name", required_argument, NULL, 'n'},
-		{"memory", required_argument, NULL, 'm'},
-		{"vcpus", required_argument, NULL, 'c'},
-		{"machine", required_argument, NULL, 'M'},
-		{"kernel", required_argument, NULL, 'k'},
-		{"initrd", required_argument, NULL, 'i'},
-		{"cmdline", required_argument, NULL, 'a'},
-		{"boot-disk", required_argument, NULL, 'b'},
-		{"disk", required_argument, NULL, 'd'},
-		{"serial-log", required_argument, NULL, 's'},
-		{"on-reboot", required_argument, NULL, 'r'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct hv_config *c = calloc(1, sizeof(*c));
-	struct hv_err err;
-	bool from_opts = false;
-	int opt, status = EXIT_USAGE;
-
-	if (!c)
-		return EXIT_FAIL;
-	c->memory_mb = 256;
-	c->vcpus = 1;
-	c->boot_disk = -1;
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		char **dst = NULL;
-
-		from_opts = from_opts || opt != 'h';
-		switch (opt) {
-		case 'n': dst = &c->name; break;
-		case 'M': dst = &c->machine; break;
-		case 'k': dst = &c->kernel; break;
-		case 'i': dst = &c->initrd; break;
-		case 'a': dst = &c->cmdline; break;
-		case 's': dst = &c->serial_log; break;
-		case 'm':
-			if (parse_uint_opt(optarg, "--memory", &c->memory_mb) < 0)
-				goto out;
-			break;
-		case 'c':
-			if (parse_uint_opt(optarg, "--vcpus", &c->vcpus) < 0)
-				goto out;
-			break;
-		case 'b': {
-			unsigned b;
-
-			if (parse_uint_opt(optarg, "--boot-disk", &b) < 0)
-				goto out;
-			c->boot_disk = b < HV_MAX_DISKS ? (int)b : HV_MAX_DISKS;
-			break;
-		}
-		case 'r':
-			if (!strcmp(optarg, "poweroff"))
-				c->reboot_poweroff = true;
-			else if (strcmp(optarg, "restart")) {
-				error("--on-reboot: \"%s\" is not restart or poweroff", optarg);
-				goto out;
-			}
-			break;
-		case 'd':
-			if (c->nr_disks == HV_MAX_DISKS) {
-				error("--disk: at most %d disks", HV_MAX_DISKS);
-				goto out;
-			}
-			if (parse_disk_opt(optarg, &c->disks[c->nr_disks]) < 0) {
-				free(c->disks[c->nr_disks].path);
-				c->disks[c->nr_disks].path = NULL;
-				goto out;
-			}
-			c->nr_disks++;
-			break;
-		case 'h':
-			fputs(create_help, stdout);
-			status = EXIT_OK;
-			goto out;
-		default:
-			goto out;
-		}
-		if (dst) {
-			free(*dst);
-			*dst = strdup(optarg);
-		}
+	switch (opt) {
+	case 'a':
+		c->accel = arg;
+		return 0;
+	case 't':
+		return parse_seconds(arg, "--timeout", &c->timeout_ms);
+	case 'O':
+		return parse_output(arg, &c->json);
+	case 'n':
+		c->no_qmp = true;
+		return 0;
+	case 'f':
+		c->dash_f = true;
+		return 0;
+	default:
+		return -1;
 	}
-	if (from_opts) {
-		if (optind != argc) {
+}
+
+static const struct option create_opts[] = {
+	{"name", required_argument, NULL, 'n'},
+	{"memory", required_argument, NULL, 'm'},
+	{"vcpus", required_argument, NULL, 'c'},
+	{"machine", required_argument, NULL, 'M'},
+	{"kernel", required_argument, NULL, 'k'},
+	{"initrd", required_argument, NULL, 'i'},
+	{"cmdline", required_argument, NULL, 'a'},
+	{"boot-disk", required_argument, NULL, 'b'},
+	{"disk", required_argument, NULL, 'd'},
+	{"serial-log", required_argument, NULL, 's'},
+	{"on-reboot", required_argument, NULL, 'r'},
+	OPTS_END,
+};
+
+static int create_init(struct call *c)
+{
+	c->config = calloc(1, sizeof(*c->config));
+	if (!c->config)
+		return EXIT_FAIL;
+	c->config->memory_mb = 256;
+	c->config->vcpus = 1;
+	c->config->boot_disk = -1;
+	return EXIT_OK;
+}
+
+static int create_opt(struct call *call, int opt, const char *arg)
+{
+	struct hv_config *c = call->config;
+	char **dst = NULL;
+
+	call->from_opts = true;
+	switch (opt) {
+	case 'n': dst = &c->name; break;
+	case 'M': dst = &c->machine; break;
+	case 'k': dst = &c->kernel; break;
+	case 'i': dst = &c->initrd; break;
+	case 'a': dst = &c->cmdline; break;
+	case 's': dst = &c->serial_log; break;
+	case 'm':
+		return parse_uint_opt(arg, "--memory", &c->memory_mb);
+	case 'c':
+		return parse_uint_opt(arg, "--vcpus", &c->vcpus);
+	case 'b': {
+		unsigned b;
+
+		if (parse_uint_opt(arg, "--boot-disk", &b) < 0)
+			return -1;
+		c->boot_disk = b < HV_MAX_DISKS ? (int)b : HV_MAX_DISKS;
+		return 0;
+	}
+	case 'r':
+		if (!strcmp(arg, "poweroff"))
+			c->reboot_poweroff = true;
+		else if (strcmp(arg, "restart")) {
+			error("--on-reboot: \"%s\" is not restart or poweroff", arg);
+			return -1;
+		}
+		return 0;
+	case 'd':
+		if (c->nr_disks == HV_MAX_DISKS) {
+			error("--disk: at most %d disks", HV_MAX_DISKS);
+			return -1;
+		}
+		if (parse_disk_opt(arg, &c->disks[c->nr_disks]) < 0) {
+			free(c->disks[c->nr_disks].path);
+			c->disks[c->nr_disks].path = NULL;
+			return -1;
+		}
+		c->nr_disks++;
+		return 0;
+	default:
+		return -1;
+	}
+	free(*dst);
+	*dst = strdup(arg);
+	return 0;
+}
+
+static int create_run(struct hv_ctx *ctx, struct call *call, struct hv_err *err)
+{
+	const struct hv_config *c;
+
+	if (call->from_opts) {
+		if (call->argc) {
 			error("create: give either CONFIG.json or --name and options, not both");
-			goto out;
+			return EXIT_USAGE;
 		}
-		if (!c->name) {
+		if (!call->config->name) {
 			error("create: --name is required without a CONFIG file");
-			goto out;
+			return EXIT_USAGE;
 		}
-		if (hv_config_check(c, "hvctl create", &err) < 0) {
-			error("%s", err.msg);
-			status = EXIT_FAIL;
-			goto out;
+		if (hv_config_check(call->config, "hvctl create", err) < 0) {
+			error("%s", err->msg);
+			return EXIT_FAIL;
 		}
 	} else {
-		if (argc - optind != 1) {
+		if (call->argc != 1) {
 			error("create: expected CONFIG.json (see hvctl create --help)");
-			goto out;
+			return EXIT_USAGE;
 		}
-		hv_config_free(c);
-		c = NULL;
-		if (hv_config_load(argv[optind], &c, &err) < 0) {
-			error("%s", err.msg);
-			status = EXIT_FAIL;
-			goto out;
+		hv_config_free(call->config);
+		call->config = NULL;
+		if (hv_config_load(call->argv[0], &call->config, err) < 0) {
+			error("%s", err->msg);
+			return EXIT_FAIL;
 		}
 	}
-	if (hv_create(ctx, c, &err) < 0) {
-		error("create: %s", err.msg);
-		status = EXIT_FAIL;
-		goto out;
-	}
+	c = call->config;
+	if (hv_create(ctx, c, err) < 0)
+		return CMD_FAILED;
 	printf("Created partition %s: %u MiB, %u vCPU%s, machine %s, %u disk%s\n", c->name,
 	       c->memory_mb, c->vcpus, c->vcpus == 1 ? "" : "s", c->machine, c->nr_disks,
 	       c->nr_disks == 1 ? "" : "s");
 	for (unsigned i = 0; i < c->nr_disks; i++)
 		printf("  disk %u: %s (%s%s)\n", i, c->disks[i].path, hv_bus_name(c->disks[i].bus),
 		       c->disks[i].read_only ? ", read-only" : "");
-	status = EXIT_OK;
-out:
-	hv_config_free(c);
-	return status;
+	return EXIT_OK;
 }
 
-static int one_name(int argc, char **argv, const char *cmd, const char **name)
-{
-	if (argc - optind != 1) {
-		error("%s: expected one partition NAME (see hvctl %s --help)", cmd, cmd);
-		return -1;
-	}
-	*name = argv[optind];
-	return 0;
-}
+static const struct option start_opts[] = {
+	{"accel", required_argument, NULL, 'a'},
+	{"timeout", required_argument, NULL, 't'},
+	OPTS_END,
+};
 
-static int cmd_start(struct hv_ctx *ctx, int argc, char **argv)
+static int start_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
 {
-	static const struct option opts[] = {
-		{"accel", required_argument, NULL, 'a'},
-		{"timeout", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct hv_start_opts so = {0};
-	struct hv_err err;
-	const char *name;
-	int opt;
+	struct hv_start_opts so = {.accel = c->accel, .timeout_ms = c->timeout_ms};
 
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'a':
-			so.accel = optarg;
-			break;
-		case 't':
-			if (parse_seconds(optarg, "--timeout", &so.timeout_ms) < 0)
-				return EXIT_USAGE;
-			break;
-		case 'h':
-			fputs(start_help, stdout);
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (one_name(argc, argv, "start", &name) < 0)
-		return EXIT_USAGE;
 	if (so.accel && strcmp(so.accel, "tcg") && strcmp(so.accel, "kvm")) {
 		error("--accel: \"%s\" is not tcg or kvm", so.accel);
 		return EXIT_USAGE;
 	}
-	if (hv_start(ctx, name, &so, &err) < 0) {
-		error("start: %s", err.msg);
-		return EXIT_FAIL;
-	}
-	printf("Started partition %s\n", name);
-	return EXIT_OK;
+	return hv_start(ctx, c->name, &so, err) < 0 ? CMD_FAILED : EXIT_OK;
 }
 
-static int cmd_stop(struct hv_ctx *ctx, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"timeout", required_argument, NULL, 't'},
-		{"force", no_argument, NULL, 'f'},
-		{"output", required_argument, NULL, 'O'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct hv_stop_opts so = {0};
-	struct hv_stop_result res;
-	struct hv_err err;
-	const char *name;
-	bool json = false;
-	int opt;
+static const struct option stop_opts[] = {
+	{"timeout", required_argument, NULL, 't'},
+	{"force", no_argument, NULL, 'f'},
+	{"output", required_argument, NULL, 'O'},
+	OPTS_END,
+};
 
-	while ((opt = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 't':
-			if (parse_seconds(optarg, "--timeout", &so.timeout_ms) < 0)
-				return EXIT_USAGE;
-			break;
-		case 'f':
-			so.force = true;
-			break;
-		case 'O':
-			if (parse_output(optarg, &json) < 0)
-				return EXIT_USAGE;
-			break;
-		case 'h':
-			fputs(stop_help, stdout);
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (one_name(argc, argv, "stop", &name) < 0)
-		return EXIT_USAGE;
-	if (hv_stop(ctx, name, &so, &res, &err) < 0) {
-		error("stop: %s", err.msg);
-		return EXIT_FAIL;
-	}
-	if (json) {
+static int stop_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
+{
+	struct hv_stop_opts so = {.timeout_ms = c->timeout_ms, .force = c->dash_f};
+	struct hv_stop_result res;
+
+	if (hv_stop(ctx, c->name, &so, &res, err) < 0)
+		return CMD_FAILED;
+	if (c->json) {
 		struct json_object *j = json_object_new_object();
 
-		json_object_object_add(j, "name", json_object_new_string(name));
+		json_object_object_add(j, "name", json_object_new_string(c->name));
 		json_object_object_add(j, "was_running", json_object_new_boolean(res.was_running));
 		json_object_object_add(j, "graceful", json_object_new_boolean(res.graceful));
 		json_object_object_add(j, "seconds", json_object_new_double(res.seconds));
@@ -462,38 +459,26 @@ static int cmd_stop(struct hv_ctx *ctx, int argc, char **argv)
 		print_json(j);
 		json_object_put(j);
 	} else if (res.was_running) {
-		printf("Stopped partition %s in %.1f s: %s\n", name, res.seconds, res.how);
+		printf("Stopped partition %s in %.1f s: %s\n", c->name, res.seconds, res.how);
 	} else {
-		printf("Partition %s %s\n", name, res.how);
+		printf("Partition %s %s\n", c->name, res.how);
 	}
 	return EXIT_OK;
 }
 
-static int cmd_pause_resume(struct hv_ctx *ctx, int argc, char **argv, bool pause)
-{
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct hv_err err;
-	const char *name;
-	int opt;
+/* pause and resume take no options but --help. */
+static const struct option help_opts[] = {
+	OPTS_END,
+};
 
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (opt == 'h') {
-			fputs(pause_help, stdout);
-			return EXIT_OK;
-		}
-		return EXIT_USAGE;
-	}
-	if (one_name(argc, argv, pause ? "pause" : "resume", &name) < 0)
-		return EXIT_USAGE;
-	if ((pause ? hv_pause : hv_resume)(ctx, name, &err) < 0) {
-		error("%s: %s", pause ? "pause" : "resume", err.msg);
-		return EXIT_FAIL;
-	}
-	printf("%s partition %s\n", pause ? "Paused" : "Resumed", name);
-	return EXIT_OK;
+static int pause_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
+{
+	return hv_pause(ctx, c->name, err) < 0 ? CMD_FAILED : EXIT_OK;
+}
+
+static int resume_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
+{
+	return hv_resume(ctx, c->name, err) < 0 ? CMD_FAILED : EXIT_OK;
 }
 
 static const char *jstr(struct json_object *j, const char *key)
@@ -586,43 +571,20 @@ static void print_status_human(struct json_object *j)
 		printf("serial log:  %s\n", s);
 }
 
-static int cmd_status(struct hv_ctx *ctx, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"output", required_argument, NULL, 'O'},
-		{"no-qmp", no_argument, NULL, 'n'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct json_object *j;
-	struct hv_err err;
-	const char *name;
-	bool json = false, qmp = true;
-	int opt;
+/* status and list take the same options. */
+static const struct option status_opts[] = {
+	{"output", required_argument, NULL, 'O'},
+	{"no-qmp", no_argument, NULL, 'n'},
+	OPTS_END,
+};
 
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'O':
-			if (parse_output(optarg, &json) < 0)
-				return EXIT_USAGE;
-			break;
-		case 'n':
-			qmp = false;
-			break;
-		case 'h':
-			fputs(status_help, stdout);
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (one_name(argc, argv, "status", &name) < 0)
-		return EXIT_USAGE;
-	if (hv_status(ctx, name, qmp, &j, &err) < 0) {
-		error("status: %s", err.msg);
-		return EXIT_FAIL;
-	}
-	if (json)
+static int status_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
+{
+	struct json_object *j;
+
+	if (hv_status(ctx, c->name, !c->no_qmp, &j, err) < 0)
+		return CMD_FAILED;
+	if (c->json)
 		print_json(j);
 	else
 		print_status_human(j);
@@ -630,59 +592,28 @@ static int cmd_status(struct hv_ctx *ctx, int argc, char **argv)
 	return EXIT_OK;
 }
 
-static int cmd_list(struct hv_ctx *ctx, int argc, char **argv)
+static int list_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
 {
-	static const struct option opts[] = {
-		{"output", required_argument, NULL, 'O'},
-		{"no-qmp", no_argument, NULL, 'n'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
 	struct json_object *arr;
-	struct hv_err err;
 	char **names;
 	unsigned n;
-	bool json = false, qmp = true;
-	int opt, status = EXIT_OK;
 
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'O':
-			if (parse_output(optarg, &json) < 0)
-				return EXIT_USAGE;
-			break;
-		case 'n':
-			qmp = false;
-			break;
-		case 'h':
-			fputs(list_help, stdout);
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (optind != argc) {
-		error("list: takes no arguments");
-		return EXIT_USAGE;
-	}
-	if (hv_list(ctx, &names, &n, &err) < 0) {
-		error("list: %s", err.msg);
-		return EXIT_FAIL;
-	}
+	if (hv_list(ctx, &names, &n, err) < 0)
+		return CMD_FAILED;
 	arr = json_object_new_array();
-	if (!json)
+	if (!c->json)
 		printf("%-20s %-10s %-12s %s\n", "NAME", "STATE", "UPTIME", "DISKS");
 	for (unsigned i = 0; i < n; i++) {
 		struct json_object *j, *v, *disks;
 		char dur[64] = "-", dl[256] = "";
 
 		/* A partition removed meanwhile is skipped, not an error. */
-		if (hv_status(ctx, names[i], qmp, &j, &err) < 0) {
-			if (!json)
-				fprintf(stderr, "hvctl: list: %s\n", err.msg);
+		if (hv_status(ctx, names[i], !c->no_qmp, &j, err) < 0) {
+			if (!c->json)
+				error("list: %s", err->msg);
 			continue;
 		}
-		if (json) {
+		if (c->json) {
 			json_object_array_add(arr, j);
 			continue;
 		}
@@ -701,11 +632,11 @@ static int cmd_list(struct hv_ctx *ctx, int argc, char **argv)
 		printf("%-20s %-10s %-12s %s\n", names[i], jstr(j, "state"), dur, dl);
 		json_object_put(j);
 	}
-	if (json)
+	if (c->json)
 		print_json(arr);
 	json_object_put(arr);
 	hv_names_free(names, n);
-	return status;
+	return EXIT_OK;
 }
 
 /* Copies what was appended to path since *off to stdout. */
@@ -730,40 +661,22 @@ static int copy_new(const char *path, off_t *off)
 	return 0;
 }
 
-static int cmd_console(struct hv_ctx *ctx, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"follow", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct hv_err err;
-	const char *name;
-	char *path = NULL;
-	bool follow = false;
-	off_t off = 0;
-	int opt, ret;
+static const struct option console_opts[] = {
+	{"follow", no_argument, NULL, 'f'},
+	OPTS_END,
+};
 
-	while ((opt = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			follow = true;
-			break;
-		case 'h':
-			fputs(console_help, stdout);
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (one_name(argc, argv, "console", &name) < 0)
-		return EXIT_USAGE;
-	if (hv_console_path(ctx, name, &path, &err) < 0) {
-		error("console: %s", err.msg);
-		return EXIT_FAIL;
-	}
+static int console_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
+{
+	char *path = NULL;
+	bool follow = c->dash_f;
+	off_t off = 0;
+	int ret;
+
+	if (hv_console_path(ctx, c->name, &path, err) < 0)
+		return CMD_FAILED;
 	ret = copy_new(path, &off);
-	while (ret == 0 && follow && hv_is_active(ctx, name)) {
+	while (ret == 0 && follow && hv_is_active(ctx, c->name)) {
 		struct timespec ts = {.tv_nsec = 200000000L};
 
 		nanosleep(&ts, NULL);
@@ -777,38 +690,86 @@ static int cmd_console(struct hv_ctx *ctx, int argc, char **argv)
 	return ret < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
-static int cmd_delete(struct hv_ctx *ctx, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"force", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct hv_err err;
-	const char *name;
-	bool force = false;
-	int opt;
+static const struct option delete_opts[] = {
+	{"force", no_argument, NULL, 'f'},
+	OPTS_END,
+};
 
-	while ((opt = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			force = true;
-			break;
-		case 'h':
-			fputs(delete_help, stdout);
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
+static int delete_run(struct hv_ctx *ctx, struct call *c, struct hv_err *err)
+{
+	return hv_delete(ctx, c->name, c->dash_f, err) < 0 ? CMD_FAILED : EXIT_OK;
+}
+
+static const struct cmd cmds[] = {
+	{.name = "create", .help = create_help, .shortopts = "h", .opts = create_opts,
+	 .init = create_init, .opt = create_opt, .operands = OPERANDS_ANY, .run = create_run},
+	{.name = "start", .help = start_help, .shortopts = "h", .opts = start_opts,
+	 .opt = take_opt, .run = start_run, .done = "Started"},
+	{.name = "stop", .help = stop_help, .shortopts = "fh", .opts = stop_opts,
+	 .opt = take_opt, .run = stop_run},
+	{.name = "pause", .help = pause_help, .shortopts = "h", .opts = help_opts,
+	 .run = pause_run, .done = "Paused"},
+	{.name = "resume", .help = pause_help, .shortopts = "h", .opts = help_opts,
+	 .run = resume_run, .done = "Resumed"},
+	{.name = "status", .help = status_help, .shortopts = "h", .opts = status_opts,
+	 .opt = take_opt, .run = status_run},
+	{.name = "list", .help = list_help, .shortopts = "h", .opts = status_opts,
+	 .opt = take_opt, .operands = OPERANDS_NONE, .run = list_run},
+	{.name = "console", .help = console_help, .shortopts = "fh", .opts = console_opts,
+	 .opt = take_opt, .run = console_run},
+	{.name = "delete", .help = delete_help, .shortopts = "fh", .opts = delete_opts,
+	 .opt = take_opt, .run = delete_run, .done = "Deleted"},
+};
+
+/* argv[0] is the command's name; optind is 1. */
+static int run_cmd(const struct cmd *cmd, struct hv_ctx *ctx, int argc, char **argv)
+{
+	struct call c = {0};
+	struct hv_err err;
+	int opt, status;
+
+	if (cmd->init && (status = cmd->init(&c)) != EXIT_OK)
+		goto out;
+	status = EXIT_USAGE;
+	while ((opt = getopt_long(argc, argv, cmd->shortopts, cmd->opts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(cmd->help, stdout);
+			status = EXIT_OK;
+			goto out;
 		}
+		if (opt == '?' || !cmd->opt || cmd->opt(&c, opt, optarg) < 0)
+			goto out;
 	}
-	if (one_name(argc, argv, "delete", &name) < 0)
-		return EXIT_USAGE;
-	if (hv_delete(ctx, name, force, &err) < 0) {
-		error("delete: %s", err.msg);
-		return EXIT_FAIL;
+	switch (cmd->operands) {
+	case OPERANDS_NAME:
+		if (argc - optind != 1) {
+			error("%s: expected one partition NAME (see hvctl %s --help)", cmd->name,
+			      cmd->name);
+			goto out;
+		}
+		c.name = argv[optind];
+		break;
+	case OPERANDS_NONE:
+		if (optind != argc) {
+			error("%s: takes no arguments", cmd->name);
+			goto out;
+		}
+		break;
+	case OPERANDS_ANY:
+		c.argc = argc - optind;
+		c.argv = argv + optind;
+		break;
 	}
-	printf("Deleted partition %s\n", name);
-	return EXIT_OK;
+	status = cmd->run(ctx, &c, &err);
+	if (status == CMD_FAILED) {
+		error("%s: %s", cmd->name, err.msg);
+		status = EXIT_FAIL;
+	} else if (status == EXIT_OK && cmd->done) {
+		printf("%s partition %s\n", cmd->done, c.name);
+	}
+out:
+	hv_config_free(c.config);
+	return status;
 }
 
 int main(int argc, char **argv)
@@ -817,16 +778,7 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 's'},
 		{"vspd", required_argument, NULL, 'v'},
 		{"qemu", required_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	static const struct {
-		const char *name;
-		int (*fn)(struct hv_ctx *, int, char **);
-	} cmds[] = {
-		{"create", cmd_create}, {"start", cmd_start},   {"stop", cmd_stop},
-		{"status", cmd_status}, {"list", cmd_list},     {"console", cmd_console},
-		{"delete", cmd_delete},
+		OPTS_END,
 	};
 	struct hv_ctx_opts co = {0};
 	struct hv_ctx *ctx = NULL;
@@ -859,13 +811,9 @@ int main(int argc, char **argv)
 		error("%s", err.msg);
 		return EXIT_FAIL;
 	}
-	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")) {
-		status = cmd_pause_resume(ctx, argc, argv, !strcmp(cmd, "pause"));
-		goto out;
-	}
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (!strcmp(cmd, cmds[i].name)) {
-			status = cmds[i].fn(ctx, argc, argv);
+			status = run_cmd(&cmds[i], ctx, argc, argv);
 			goto out;
 		}
 	}
