@@ -33,46 +33,6 @@
 
 static const uint8_t zero_chunk[ZERO_CHUNK];
 
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO; /* the map said the bytes are there */
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Direct blocks are remembered for disks of up to this many blocks (32 MiB
  * of offsets; 2 MiB blocks up to 8 TiB, beyond any VHD). */
 #define MAX_DIRECT_BLOCKS (4u << 20)
@@ -176,7 +136,7 @@ int vfs_io_read(struct vfs_io *io, void *buf, uint64_t len, uint64_t off)
 		if (direct_lookup(io, off, &foff, &run)) {
 			if (run > len)
 				run = len;
-			ret = pread_all(io->leaf_fd, p, run, foff);
+			ret = vhd_pread_full(io->leaf_fd, p, run, foff);
 			if (ret < 0)
 				return ret;
 			p += run;
@@ -200,7 +160,8 @@ int vfs_io_read(struct vfs_io *io, void *buf, uint64_t len, uint64_t off)
 		for (size_t i = 0; i < n; i++) {
 			switch (ext[i].kind) {
 			case VHD_EXT_DATA:
-				ret = pread_all(ext[i].fd, p, ext[i].length, ext[i].file_offset);
+				ret = vhd_pread_full(ext[i].fd, p, ext[i].length,
+						     ext[i].file_offset);
 				if (ret < 0)
 					return ret;
 				break;
@@ -362,7 +323,7 @@ static int write_aligned(struct vfs_io *io, const uint8_t *buf, uint64_t len, ui
 		if (direct_lookup(io, off, &foff, &run)) {
 			if (run > len)
 				run = len;
-			ret = pwrite_all(io->leaf_fd, buf, run, foff);
+			ret = vhd_pwrite_full(io->leaf_fd, buf, run, foff);
 			if (ret < 0)
 				goto out;
 			buf += run;
@@ -377,7 +338,7 @@ static int write_aligned(struct vfs_io *io, const uint8_t *buf, uint64_t len, ui
 		pthread_mutex_unlock(&io->meta);
 		if (ret < 0)
 			goto out;
-		ret = pwrite_all(plan.fd, buf, plan.length, plan.file_offset);
+		ret = vhd_pwrite_full(plan.fd, buf, plan.length, plan.file_offset);
 		if (ret < 0)
 			goto out; /* never committed: the old content stays visible */
 		if (plan.needs_commit) {

@@ -32,8 +32,8 @@ foreach(t nbd_clients nbd_torture nbd_crash nbd_shutdown)
   set_tests_properties(${t} PROPERTIES ENVIRONMENT "${NBD_TEST_ENV}")
 endforeach()
 
-vhd_c_test(test_nbd_fuzz_replay fuzz/fuzz_nbd.c nbd_client.c)
-target_link_libraries(test_nbd_fuzz_replay PRIVATE vsp)
+include(fuzz/replay.cmake)
+vhd_fuzz_replay_test(test_nbd_fuzz_replay FUZZ_REPLAY_NBD 900 fuzz/fuzz_nbd.c nbd_client.c)
 
 if(FUZZ)
   add_executable(fuzz_nbd fuzz/fuzz_nbd.c nbd_client.c)

@@ -45,6 +45,8 @@
 #include <unistd.h>
 
 #include "nbd_client.h"
+#include "testutil.h" /* now_ms, sleep_ms */
+#undef CHECK /* randtest.h's CHECK, which names the seed, is the one used here */
 #include "randtest.h"
 #include "vhd.h"
 
@@ -81,22 +83,6 @@ static struct nbdc witness;
 static unsigned good_round;
 
 /* ---- helpers ----------------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
 static void fill_random(uint8_t *p, size_t n)
 {

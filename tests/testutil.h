@@ -36,3 +36,29 @@
 	} while (0)
 
 #endif
+
+/* ---- clocks, for tests that wait on daemons and sockets -------------------- */
+#ifndef TESTUTIL_CLOCK_H
+#define TESTUTIL_CLOCK_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+
+static inline int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+#endif

@@ -15,14 +15,9 @@ target_link_libraries(test_vhost_user PRIVATE Threads::Threads)
 set_tests_properties(test_vhost_user PROPERTIES ENVIRONMENT "${VHOST_TEST_ENV}" TIMEOUT 300)
 add_dependencies(test_vhost_user vhd-vspd)
 
-# (the replay driver lives beside the target, so no vhd_c_test here)
-add_executable(test_vhost_fuzz_replay fuzz/fuzz_vhost_replay.c fuzz/fuzz_vhost.c vhost_user_fake.c)
-target_link_libraries(test_vhost_fuzz_replay PRIVATE vsp vhd)
-target_include_directories(test_vhost_fuzz_replay PRIVATE ${CMAKE_SOURCE_DIR}/vhd
-                           ${CMAKE_CURRENT_SOURCE_DIR})
-add_test(NAME test_vhost_fuzz_replay COMMAND test_vhost_fuzz_replay)
-set_tests_properties(test_vhost_fuzz_replay PROPERTIES SKIP_RETURN_CODE 77
-                     ENVIRONMENT "${TEST_ENV}" TIMEOUT 300)
+include(fuzz/replay.cmake)
+vhd_fuzz_replay_test(test_vhost_fuzz_replay FUZZ_REPLAY_VHOST 300 fuzz/fuzz_vhost.c
+                     vhost_user_fake.c)
 
 if(FUZZ)
   add_executable(fuzz_vhost fuzz/fuzz_vhost.c vhost_user_fake.c)

@@ -99,8 +99,16 @@ int locator_encode_path(uint32_t code, const char *child_path,
 int bitmap_get(struct vhd_image *img, uint32_t block, uint8_t **bits);
 void bitmap_cache_drop(struct vhd_image *img);
 
-int pread_full(int fd, void *buf, size_t len, uint64_t off);
-int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* The library's own short names for vhd_pread_full()/vhd_pwrite_full(). */
+static inline int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	return vhd_pread_full(fd, buf, len, off);
+}
+
+static inline int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return vhd_pwrite_full(fd, buf, len, off);
+}
 
 static inline uint64_t round_up(uint64_t v, uint64_t a)
 {

@@ -13,7 +13,7 @@
 
 #include "internal.h"
 
-int pread_full(int fd, void *buf, size_t len, uint64_t off)
+int vhd_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
 
@@ -34,7 +34,7 @@ int pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+int vhd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
 

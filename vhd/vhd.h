@@ -223,6 +223,15 @@ int vhd_pwrite(struct vhd_image *img, const void *buf, uint64_t length,
 	       uint64_t offset);
 int vhd_flush(struct vhd_image *img);
 
+/* pread()/pwrite() of exactly len bytes at off on a plain descriptor, looping
+ * over short transfers and retrying EINTR.  Return 0 or a negative errno.
+ * vhd_pread_full() treats end of file before len bytes as an error (-EIO):
+ * callers read only what they know is there (checked sizes, mapped extents).
+ * For front ends that move data to the extents vhd_map()/vhd_write_prepare()
+ * return. */
+int vhd_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int vhd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
 /* ---- checking ----------------------------------------------------------- */
 
 enum vhd_severity {
