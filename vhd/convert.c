@@ -291,15 +291,7 @@ int vhd_convert(const char *src, const struct vhd_open_opts *src_opts, const cha
 	ret = make_output(tmp, o, size, err);
 	if (ret < 0)
 		goto fail;
-	/* The output's data goes around the page cache: it is written once and
-	 * not read back, and filling fresh cache pages (then flushing them) cost
-	 * more than the copy.  File systems without O_DIRECT get the cache. */
-	out_opts.flags |= VHD_OPEN_DIRECT;
 	ret = vhd_disk_open(tmp, o->out_format, &out_opts, &out, err);
-	if (ret == -EINVAL) {
-		out_opts.flags &= ~(unsigned)VHD_OPEN_DIRECT;
-		ret = vhd_disk_open(tmp, o->out_format, &out_opts, &out, err);
-	}
 	if (ret < 0)
 		goto fail;
 	st->virtual_size = vhd_disk_size(out); /* a VHD rounds up to a sector */

@@ -15,7 +15,6 @@
 
 struct raw {
 	int fd;
-	int data_fd;   /* -1, or an O_DIRECT descriptor for data (VHD_OPEN_DIRECT) */
 	bool writable;
 	bool no_sync;  /* VHD_OPEN_NO_SYNC: no fdatasync on close */
 	bool seekable; /* SEEK_DATA works here */
@@ -39,7 +38,6 @@ static int raw_open(const char *path, const struct vhd_open_opts *opts, void **p
 
 	if (!r)
 		return -ENOMEM;
-	r->data_fd = -1;
 	r->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
 	if (r->fd < 0 || fstat(r->fd, &st) < 0) {
 		ret = -errno;
@@ -68,22 +66,10 @@ static int raw_open(const char *path, const struct vhd_open_opts *opts, void **p
 	}
 	r->writable = writable;
 	r->no_sync = opts && (opts->flags & VHD_OPEN_NO_SYNC);
-	if (opts && (opts->flags & VHD_OPEN_DIRECT)) {
-		r->data_fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC | O_NOCTTY);
-		if (r->data_fd < 0) {
-			ret = -errno;
-			vhd_err_set(err, "%s: cannot use O_DIRECT (%s); the file system may not "
-					 "support it: use the page cache instead",
-				    path, strerror(-ret));
-			goto fail;
-		}
-	}
 	*priv = r;
 	*size = r->size;
 	return 0;
 fail:
-	if (r->data_fd >= 0)
-		close(r->data_fd);
 	if (r->fd >= 0)
 		close(r->fd);
 	free(r);
@@ -97,8 +83,6 @@ static int raw_close(void *priv)
 
 	if (r->writable && !r->no_sync && fdatasync(r->fd) < 0)
 		ret = -errno;
-	if (r->data_fd >= 0)
-		close(r->data_fd);
 	close(r->fd);
 	free(r);
 	return ret;
@@ -137,22 +121,14 @@ static int raw_map(void *priv, uint64_t off, uint64_t len, struct vhd_extent *e)
 	return 0;
 }
 
-/* With VHD_OPEN_DIRECT, data goes around the page cache when buffer, offset
- * and length suit O_DIRECT, through the page cache otherwise. */
 static int raw_pread(void *priv, void *buf, uint64_t len, uint64_t off)
 {
-	struct raw *r = priv;
-	int ret = r->data_fd >= 0 ? pread_full(r->data_fd, buf, len, off) : -EINVAL;
-
-	return ret == -EINVAL ? pread_full(r->fd, buf, len, off) : ret;
+	return pread_full(((struct raw *)priv)->fd, buf, len, off);
 }
 
 static int raw_pwrite(void *priv, const void *buf, uint64_t len, uint64_t off)
 {
-	struct raw *r = priv;
-	int ret = r->data_fd >= 0 ? pwrite_full(r->data_fd, buf, len, off) : -EINVAL;
-
-	return ret == -EINVAL ? pwrite_full(r->fd, buf, len, off) : ret;
+	return pwrite_full(((struct raw *)priv)->fd, buf, len, off);
 }
 
 static int raw_flush(void *priv)
