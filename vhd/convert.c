@@ -28,7 +28,6 @@
  * the final fsync (which makes the output durable before it is renamed
  * into place) does not stall on the whole output at once. */
 #define WRITEBACK_EVERY (32u << 20)
-#define PREFETCH (64u << 20)
 
 bool vhd_buf_is_zero(const void *buf, size_t len)
 {
@@ -97,33 +96,16 @@ static int make_output(const char *tmp, const struct vhd_convert_opts *o, uint64
 
 /* The reader thread's view of the source: a run of zeros is passed on
  * unread; data is read up to the next chunk boundary, so writes stay
- * aligned.  The data of the next PREFETCH bytes of the disk is announced to
- * the kernel (POSIX_FADV_WILLNEED), so that many reads are in flight at once
- * although this thread reads one chunk at a time: a cold source with small
- * extents is otherwise read at queue depth one. */
+ * aligned; the data ahead is announced to the kernel (ra_prefetch). */
 struct convert_src {
 	struct vhd_disk *in;
 	uint64_t prefetched;    /* announced up to here */
 	const char *what;       /* what failed, for the message */
 };
 
-static void prefetch(struct convert_src *src, uint64_t off, uint64_t end)
+static int map_source(void *ctx, uint64_t off, uint64_t len, struct vhd_extent *e)
 {
-	uint64_t p = src->prefetched > off ? src->prefetched : off;
-
-	if (p >= off + PREFETCH / 2 && p < end)
-		return; /* announced far enough ahead */
-	end = end - off < PREFETCH ? end : off + PREFETCH;
-	while (p < end) {
-		struct vhd_extent e;
-
-		if (vhd_disk_map(src->in, p, end - p, &e) < 0 || !e.length)
-			break;
-		if (e.kind == VHD_EXT_DATA && e.fd >= 0)
-			posix_fadvise(e.fd, (off_t)e.file_offset, (off_t)e.length, POSIX_FADV_WILLNEED);
-		p += e.length;
-	}
-	src->prefetched = p;
+	return vhd_disk_map(((struct convert_src *)ctx)->in, off, len, e);
 }
 
 static int fill_from_source(void *ctx, struct ra_slot *sl, uint64_t left)
@@ -143,7 +125,7 @@ static int fill_from_source(void *ctx, struct ra_slot *sl, uint64_t left)
 		return 0;
 	}
 	sl->len = CHUNK - sl->off % CHUNK < e.length ? CHUNK - sl->off % CHUNK : e.length;
-	prefetch(src, sl->off, sl->off + left);
+	ra_prefetch(&src->prefetched, sl->off, sl->off + left, map_source, src);
 	ret = vhd_disk_pread(src->in, sl->buf, sl->len, sl->off);
 	if (ret < 0)
 		src->what = "reading";

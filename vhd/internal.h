@@ -182,6 +182,14 @@ struct ra_slot *ra_next(struct readahead *ra);
 void ra_release(struct readahead *ra, struct ra_slot *slot);
 /* Stops and joins the reader; returns its error and where it happened. */
 int ra_finish(struct readahead *ra, uint64_t *err_off);
+/* The reader reads one chunk at a time; announcing the data of the next
+ * RA_PREFETCH bytes to the kernel (POSIX_FADV_WILLNEED) keeps many reads in
+ * flight, so a cold source made of small extents is not read at queue depth
+ * one.  map gives the extents; DATA extents with an fd are announced.
+ * *announced remembers how far; call it before each read at `off`. */
+#define RA_PREFETCH (64u << 20)
+typedef int (*ra_map_fn)(void *ctx, uint64_t off, uint64_t len, struct vhd_extent *e);
+void ra_prefetch(uint64_t *announced, uint64_t off, uint64_t end, ra_map_fn map, void *ctx);
 
 /* Writer threads for the pieces of read-ahead slots (write_pool.c).  A
  * submitted slot is given back to the read-ahead ring once written; the

@@ -243,7 +243,19 @@ static int check_dependents(struct vhd_image *child, struct vhd_image *target,
 struct above_target {
 	struct vhd_image *child;
 	unsigned tdepth;
+	uint64_t prefetched;    /* ra_prefetch: announced up to here */
 };
+
+/* What the images above the target hold (the rest is not announced). */
+static int map_above(void *ctx, uint64_t off, uint64_t len, struct vhd_extent *e)
+{
+	struct above_target *a = ctx;
+	int ret = vhd_map(a->child, off, len, VHD_MAP_RESOLVE, e);
+
+	if (ret == 0 && e->depth >= a->tdepth)
+		e->fd = -1;
+	return ret;
+}
 
 static int fill_from_above(void *ctx, struct ra_slot *sl, uint64_t left)
 {
@@ -262,6 +274,7 @@ static int fill_from_above(void *ctx, struct ra_slot *sl, uint64_t left)
 	sl->len = COPY_CHUNK - sl->off % COPY_CHUNK < e.length ? COPY_CHUNK - sl->off % COPY_CHUNK
 							      : e.length;
 	sl->data = true;
+	ra_prefetch(&a->prefetched, sl->off, sl->off + left, map_above, a);
 	ret = pread_full(e.fd, sl->buf, sl->len, e.file_offset);
 	/* Each byte is read once, from a file the merge then removes or
 	 * empties: its cache is dropped here, beside the writes, rather than
@@ -279,7 +292,7 @@ static int fill_from_above(void *ctx, struct ra_slot *sl, uint64_t left)
 static int copy_above(struct vhd_image *child, unsigned tdepth, struct vhd_image *target,
 		      const struct vhd_merge_opts *o, struct vhd_merge_stats *st, struct vhd_err *err)
 {
-	struct above_target src = {child, tdepth};
+	struct above_target src = {child, tdepth, 0};
 	uint64_t size = child->virtual_size, off = 0, err_off = 0;
 	/* a chunk spans at most this many blocks, so this many plans */
 	size_t pieces = target->block_size ? COPY_CHUNK / target->block_size + 2 : 1;

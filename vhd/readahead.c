@@ -5,6 +5,7 @@
  * slot holds is decided by the caller's fill function, which runs on the
  * reader thread and must touch only handles no other thread uses. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -149,4 +150,23 @@ int ra_finish(struct readahead *ra, uint64_t *err_off)
 		free(ra->slots[i].buf);
 	free(ra);
 	return ret;
+}
+
+void ra_prefetch(uint64_t *announced, uint64_t off, uint64_t end, ra_map_fn map, void *ctx)
+{
+	uint64_t p = *announced > off ? *announced : off;
+
+	if (p >= end || p >= off + RA_PREFETCH / 2)
+		return; /* announced far enough ahead */
+	end = end - off < RA_PREFETCH ? end : off + RA_PREFETCH;
+	while (p < end) {
+		struct vhd_extent e;
+
+		if (map(ctx, p, end - p, &e) < 0 || !e.length)
+			break;
+		if (e.kind == VHD_EXT_DATA && e.fd >= 0)
+			posix_fadvise(e.fd, (off_t)e.file_offset, (off_t)e.length, POSIX_FADV_WILLNEED);
+		p += e.length;
+	}
+	*announced = p;
 }
